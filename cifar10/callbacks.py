@@ -1,0 +1,174 @@
+"""Lightning callbacks of the fit command: epoch seeding, throughput, an image grid, Ctrl-C saving."""
+
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from torch.optim.lr_scheduler import CosineAnnealingLR, OneCycleLR  # noqa: E402
+from torchvision.utils import make_grid  # noqa: E402
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A distinct, reproducible seed for each (seed, epoch) pair."""
+    return seed * 1_000_003 + epoch
+
+
+class EpochSeed(L.Callback):
+    """Reseed the global torch RNG (dropout) from (seed, epoch) at the first training batch of each epoch.
+
+    The random state inside epoch e then does not depend on what ran before it, so a run resumed from
+    a checkpoint draws the same numbers as one never interrupted. It happens at the first batch rather
+    than at epoch start because Lightning creates the epoch's DataLoader iterator, which draws from the
+    global RNG, before epoch start in the first epoch of a fit and after it in later ones.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.epoch: int | None = None  # the epoch last seeded
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if self.epoch != trainer.current_epoch:
+            self.epoch = trainer.current_epoch
+            torch.manual_seed(epoch_seed(self.seed, self.epoch))
+
+
+class Throughput(L.Callback):
+    """Training images per second: images seen / time in training, validation excluded.
+
+    The device is synchronised only where the clock stops (validation start, epoch end), never per step.
+    """
+
+    def __init__(self) -> None:
+        self.images = 0
+        self.seconds = 0.0
+        self._started: float | None = None
+        self._paused = False  # the clock was running when validation started
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
+
+    def _start(self) -> None:
+        self._started = time.perf_counter()
+
+    def _stop(self, trainer: L.Trainer) -> None:
+        if self._started is None:
+            return
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize(trainer.strategy.root_device)
+        self.seconds += time.perf_counter() - self._started
+        self._started = None
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        self.images += batch[1].shape[0] * trainer.world_size
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._paused = self._started is not None
+        self._stop(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._paused:
+            self._start()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stop(trainer)
+
+
+class AugmentedImages(L.Callback):
+    """Log the first augmented training batch once, as a grid titled with class names.
+
+    The batch arrives normalised (the DataModule normalises in on_after_batch_transfer), so it is
+    un-normalised with the DataModule's mean and std.
+    """
+
+    def __init__(self, tag: str = "train/augmented_images", max_images: int = 32) -> None:
+        self.tag = tag
+        self.max_images = max_images
+        self.logged = False
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if self.logged or trainer.logger is None or not trainer.is_global_zero:
+            return
+        self.logged = True
+        dm = trainer.datamodule
+        images, labels = batch[0][: self.max_images].float(), batch[1][: self.max_images]
+        mean = torch.tensor(dm.mean, device=images.device).view(1, 3, 1, 1)
+        std = torch.tensor(dm.std, device=images.device).view(1, 3, 1, 1)
+        pixels = (images * std + mean).clamp(0, 1).cpu()
+        names = [dm.class_names[i] for i in labels.tolist()]
+        figure = image_grid_figure(pixels, names)
+        trainer.logger.experiment.add_figure(self.tag, figure, global_step=trainer.global_step)
+
+
+def image_grid_figure(pixels: torch.Tensor, names: list[str], per_row: int = 8) -> plt.Figure:
+    """A make_grid image of (N,3,H,W) pixels in [0, 1] with each cell's name written over it."""
+    pad = 2
+    grid = make_grid(pixels, nrow=per_row, padding=pad, pad_value=1.0)
+    rows = -(-len(names) // per_row)
+    figure, ax = plt.subplots(figsize=(per_row * 1.3, rows * 1.4))
+    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+    cell_h, cell_w = pixels.shape[2] + pad, pixels.shape[3] + pad
+    for i, name in enumerate(names):
+        row, col = divmod(i, per_row)
+        ax.text(col * cell_w + pad + pixels.shape[3] / 2, row * cell_h + pad, name, ha="center", va="top",
+                fontsize=7, bbox=dict(facecolor="white", alpha=0.75, pad=1, linewidth=0))
+    ax.axis("off")
+    figure.tight_layout()
+    return figure
+
+
+class SaveOnInterrupt(L.Callback):
+    """On Ctrl-C (KeyboardInterrupt) after training began, write a resumable checkpoint before Lightning exits."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.saved = False
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt) and trainer.state.fn == "fit" and trainer.global_step > 0:
+            trainer.save_checkpoint(self.path)
+            self.saved = True
+
+
+class RunSettings(L.Callback):
+    """Store the run's resolved settings in every checkpoint (ckpt["callbacks"]["RunSettings"]).
+
+    A resumed run starts from them, so it keeps its recipe and overrides unless flags change them.
+    """
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings = dict(settings)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"settings": self.settings}
+
+
+class StretchSchedule(L.Callback):
+    """Fit a restored step-based LR schedule to the run's length when --max-epochs changed on resume.
+
+    The restored scheduler keeps the old run's total steps: OneCycleLR would fail past it and cosine
+    would climb again. Here both are re-targeted to end at the new last step.
+    """
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        total = int(trainer.estimated_stepping_batches)
+        for config in trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            if isinstance(scheduler, OneCycleLR) and scheduler.total_steps != total:
+                for phase in scheduler._schedule_phases:
+                    phase["end_step"] = (phase["end_step"] + 1) * total / scheduler.total_steps - 1
+                scheduler.total_steps = total
+            elif isinstance(scheduler, CosineAnnealingLR) and scheduler.T_max != total:
+                scheduler.T_max = total

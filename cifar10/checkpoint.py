@@ -1,0 +1,84 @@
+"""Safe loading of this project's checkpoints: the file alone says which model to build and how to
+feed it (normalisation, class names), and nothing in it can run code (weights-only unpickling)."""
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from cifar10.data import normalize
+from cifar10.errors import UserError
+from cifar10.models import create_model, model_names
+from cifar10.models.base import ClassifierModule
+
+
+@dataclass(frozen=True)
+class Meta:
+    model: str  # registered model name
+    class_names: list[str]
+    mean: tuple[float, float, float]  # per channel, in 0..1 pixel units
+    std: tuple[float, float, float]
+    hparams: dict[str, Any]  # as saved; create_model(model, **hparams) rebuilds the network
+
+    def normalize(self, images_uint8: Tensor) -> Tensor:
+        return normalize(images_uint8, self.mean, self.std)
+
+
+def _not_ours(path: Path, why: str) -> UserError:
+    return UserError(f"{path} is not a checkpoint of this project ({why}). Pass a .ckpt written by "
+                     "`python -m cifar10.fit`, e.g. <logdir>/<model>/version_N/checkpoints/best.ckpt.")
+
+
+def _why_unreadable(err: Exception) -> str:
+    unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+    if unsafe:
+        return f"it holds a pickled {unsafe.group(1)} object, which weights-only loading refuses for safety"
+    return f"it is not a PyTorch checkpoint file: {type(err).__name__}"
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """The raw checkpoint dict, unpickled weights-only; UserError for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist or is not a file: check the path "
+                        "(fit writes <logdir>/<model>/version_N/checkpoints/best.ckpt).")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several types for bytes it cannot read as a checkpoint
+        raise _not_ours(path, _why_unreadable(err)) from None
+    if not isinstance(ckpt, dict) or "cifar10" not in ckpt:
+        raise _not_ours(path, "it has no 'cifar10' entry; a plain state_dict or another project's file?")
+    for key in ("hyper_parameters", "state_dict"):
+        if not isinstance(ckpt.get(key), dict):
+            raise _not_ours(path, f"its {key!r} entry is missing")
+    return ckpt
+
+
+def checkpoint_meta(ckpt: dict, path: str | Path = "checkpoint") -> Meta:
+    hparams = dict(ckpt["hyper_parameters"])
+    name = ckpt["cifar10"].get("model") if isinstance(ckpt["cifar10"], dict) else None
+    if name not in model_names():
+        raise UserError(f"{path} holds model {name!r}, which this version of cifar10 does not have "
+                        f"(known: {', '.join(model_names())}). Use the cifar10 version that trained it.")
+    try:
+        return Meta(model=name, class_names=[str(c) for c in hparams["class_names"]],
+                    mean=tuple(float(m) for m in hparams["mean"]), std=tuple(float(s) for s in hparams["std"]),
+                    hparams=hparams)
+    except (KeyError, TypeError, ValueError) as err:
+        raise _not_ours(Path(path), f"its hyper_parameters lack usable {err}") from None
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[ClassifierModule, Meta]:
+    """(model in eval mode on `map_location`, Meta) from a checkpoint written by the fit CLI."""
+    ckpt = read_checkpoint(path, map_location)
+    meta = checkpoint_meta(ckpt, path)
+    model = create_model(meta.model, **meta.hparams)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        raise UserError(f"the weights in {path} do not fit model {meta.model!r}: "
+                        f"{str(err).splitlines()[0]} Was the file edited, or written by another version?") from None
+    return model.to(map_location).eval(), meta

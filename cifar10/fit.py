@@ -1,0 +1,348 @@
+"""`python -m cifar10.fit`: train one model with a recipe, log to TensorBoard, test the best checkpoint.
+
+Settings are layered, later layers winning: built-in defaults, the model's recipe, the settings a
+resumed checkpoint was trained with, `--config FILE.yaml`, explicit flags.
+"""
+
+import argparse
+import inspect
+import signal
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from cifar10 import reporting, runs
+from cifar10.callbacks import (AugmentedImages, EpochSeed, RunSettings, SaveOnInterrupt, StretchSchedule,
+                               Throughput)
+from cifar10.data import AUGMENT_PRESETS, NORMALIZE_PRESETS, CIFAR10DataModule
+from cifar10.errors import UserError, exits_cleanly
+from cifar10.models import create_model, model_info, model_names
+from cifar10.models.base import ClassifierModule
+from cifar10.recipes import RECIPES, recipe
+
+DEFAULT_MODEL = "speedrun"
+DEFAULTS: dict[str, Any] = {  # what no recipe decides
+    "recipe": "default", "data_dir": "data", "data_url": None, "data_md5": None,
+    "accelerator": "auto", "devices": "auto", "strategy": "auto", "precision": "32", "seed": 0,
+    "limit_train_batches": 1.0, "compile": False, "deterministic": False, "logdir": "lightning_logs",
+}
+PER_INVOCATION = ("ckpt_path", "config")  # never inherited by a resumed run
+PRECISIONS = ("32", "16-mixed", "bf16-mixed")
+ACCELERATORS = ("auto", "cpu", "gpu")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{message}. Run `python -m cifar10.fit --help` for every flag and model.")
+
+
+def count_or_fraction(text: str) -> int | float:
+    """'5000' -> 5000 (a count), '0.1' -> 0.1 (a fraction)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    raise argparse.ArgumentTypeError(f"expected an integer count or a float fraction, got {text!r}")
+
+
+def device_count(text: str) -> int | str:
+    if text == "auto" or text.isdigit():
+        return text if text == "auto" else int(text)
+    raise argparse.ArgumentTypeError(f"expected a number of devices or 'auto', got {text!r}")
+
+
+def models_epilog() -> str:
+    width = max(map(len, model_names()))
+    lines = [f"  {name:<{width}}  {model_info(name).published}" for name in model_names()]
+    return "models (--model NAME) and their published accuracy:\n" + "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every flag defaults to 'not given' (SUPPRESS), so the layers below them stay visible."""
+    parser = _Parser(prog="python -m cifar10.fit", description="Train a CIFAR-10 classifier.",
+                     epilog=models_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter,
+                     argument_default=argparse.SUPPRESS)
+    add = parser.add_argument
+    add("--model", metavar="NAME", help=f"architecture, listed below (default {DEFAULT_MODEL})")
+    add("--recipe", choices=RECIPES, help="tutorial: the source's settings; default: ours (default)")
+    add("--config", metavar="FILE.yaml", help="YAML of the same keys as these flags, used as defaults")
+    add("--data-dir", metavar="DIR", help="where CIFAR-10 is downloaded and extracted (default data)")
+    add("--data-url", metavar="URL", help="archive URL, file:// works (default: the official one)")
+    add("--data-md5", metavar="MD5", help="md5 of the archive at --data-url")
+    add("--accelerator", choices=ACCELERATORS, help="default auto")
+    add("--devices", type=device_count, metavar="N", help="default auto")
+    add("--strategy", metavar="S", help="Lightning strategy, e.g. ddp (default auto)")
+    add("--precision", choices=PRECISIONS, help="default 32")
+    add("--compile", action=argparse.BooleanOptionalAction, help="torch.compile the network")
+    add("--deterministic", action=argparse.BooleanOptionalAction,
+        help="deterministic algorithms (always on with the CPU)")
+    group = parser.add_argument_group("recipe settings (defaults come from --recipe)")
+    group.add_argument("--max-epochs", type=int, metavar="N")
+    group.add_argument("--batch-size", type=int, metavar="N")
+    group.add_argument("--lr", type=float, metavar="F", help="(peak) learning rate")
+    group.add_argument("--optimizer", choices=("sgd", "adam", "adamw"))
+    group.add_argument("--momentum", type=float, metavar="F")
+    group.add_argument("--nesterov", action=argparse.BooleanOptionalAction)
+    group.add_argument("--weight-decay", type=float, metavar="F")
+    group.add_argument("--label-smoothing", type=float, metavar="F")
+    group.add_argument("--schedule", choices=("onecycle", "cosine", "none"))
+    group.add_argument("--augment", choices=AUGMENT_PRESETS)
+    group.add_argument("--normalize", choices=NORMALIZE_PRESETS)
+    group.add_argument("--val-size", type=count_or_fraction, metavar="N|F",
+                       help="validation images: a count or a fraction of the training set")
+    group = parser.add_argument_group("run")
+    group.add_argument("--seed", type=int, metavar="N", help="default 0")
+    group.add_argument("--ckpt-path", metavar="PATH|last",
+                       help="resume a checkpoint; 'last': the newest run of --model under --logdir")
+    group.add_argument("--limit-train-batches", type=count_or_fraction, metavar="N|F")
+    group.add_argument("--logdir", metavar="DIR", help="runs go to DIR/MODEL/version_N (default lightning_logs)")
+    return parser
+
+
+def config_tokens(path: Path, parser: argparse.ArgumentParser) -> list[str]:
+    """Turn a YAML config into flags, so argparse checks its values exactly like the command line's."""
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except OSError as err:
+        raise UserError(f"cannot read --config {path}: {err.strerror}. Pass an existing YAML file.") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"--config {path} is not valid YAML: {err}") from None
+    if not isinstance(config, dict):
+        raise UserError(f"--config {path} must be a mapping of flag names to values, like `lr: 0.05`.")
+    actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest not in ("help", "config")}
+    unknown = [str(key) for key in config if str(key).replace("-", "_") not in actions]
+    if unknown:
+        raise UserError(f"--config {path} has unknown key(s): {', '.join(unknown)}. Known keys: "
+                        f"{', '.join(sorted(actions))} (dashes or underscores).")
+    tokens = []
+    for key, value in config.items():
+        action = actions[str(key).replace("-", "_")]
+        flag = action.option_strings[0]
+        if value is None:
+            continue
+        if isinstance(action, argparse.BooleanOptionalAction):
+            if not isinstance(value, bool):
+                raise UserError(f"--config {path}: {key} must be true or false, not {value!r}.")
+            tokens.append(flag if value else "--no-" + flag[2:])
+        else:
+            tokens.append(f"{flag}={value}")
+    return tokens
+
+
+def given_settings(argv: Sequence[str]) -> dict[str, Any]:
+    """The settings the command line and its --config file name, and nothing else."""
+    parser = build_parser()
+    given = vars(parser.parse_args(argv))
+    if "config" in given:
+        given = vars(parser.parse_args(config_tokens(Path(given["config"]), parser) + list(argv)))
+    return given
+
+
+def check_model(name: str) -> None:
+    if name not in model_names():
+        raise UserError(f"unknown model {name!r}. Choose one of: {', '.join(model_names())}.")
+
+
+def resolve_settings(given: dict[str, Any]) -> tuple[dict[str, Any], runs.ResumePoint | None]:
+    """Layer defaults, recipe, the resumed run's settings and the given ones; find the resume point."""
+    model = given.get("model")
+    if model is not None:
+        check_model(model)
+    resume = None
+    if "ckpt_path" in given:
+        ckpt, logdir = given["ckpt_path"], Path(given.get("logdir", DEFAULTS["logdir"]))
+        resume = runs.resume_point(ckpt, logdir, model or (DEFAULT_MODEL if ckpt == "last" else None))
+        model = resume.model
+    model = model or DEFAULT_MODEL
+    check_model(model)
+    saved = {k: v for k, v in resume.settings.items() if k not in PER_INVOCATION} if resume else {}
+    layers = [DEFAULTS, recipe(model, saved.get("recipe", "default")), saved]
+    if "recipe" in given:
+        layers.append(recipe(model, given["recipe"]))
+    settings = {k: v for layer in layers for k, v in layer.items()} | given | {"model": model}
+    settings.setdefault("ckpt_path", None)
+    return settings, resume
+
+
+def check_accelerator(accelerator: str) -> None:
+    if accelerator == "gpu" and not torch.cuda.is_available():
+        raise UserError(f"--accelerator gpu needs CUDA, which this PyTorch ({torch.__version__}) cannot see "
+                        "here. Use --accelerator cpu (or auto), or run on a machine with an NVIDIA GPU.")
+
+
+def is_deterministic(settings: dict[str, Any]) -> bool:
+    """On by request, and always on the CPU so a resumed run matches an uninterrupted one."""
+    on_cpu = settings["accelerator"] == "cpu" or (
+        settings["accelerator"] == "auto" and not torch.cuda.is_available())
+    return bool(settings["deterministic"]) or on_cpu
+
+
+def make_datamodule(s: dict[str, Any]) -> CIFAR10DataModule:
+    source = {k: v for k, v in (("url", s["data_url"]), ("md5", s["data_md5"])) if v is not None}
+    return CIFAR10DataModule(data_dir=s["data_dir"], batch_size=s["batch_size"], val_size=s["val_size"],
+                             augment=s["augment"], normalize=s["normalize"], seed=s["seed"], **source)
+
+
+def make_model(s: dict[str, Any], dm: CIFAR10DataModule) -> ClassifierModule:
+    cls = model_info(s["model"]).cls
+    accepted = set(inspect.signature(cls).parameters) | set(inspect.signature(ClassifierModule).parameters)
+    hparams = {k: v for k, v in s.items() if k in accepted}
+    model = create_model(s["model"], **hparams, mean=tuple(dm.mean), std=tuple(dm.std),
+                         class_names=list(dm.class_names))
+    if s["compile"]:
+        model.net.compile()  # in place: checkpoint keys stay free of "_orig_mod."
+    return model
+
+
+def make_logger(s: dict[str, Any], resume: runs.ResumePoint | None) -> TensorBoardLogger:
+    if resume and resume.run_dir:  # continue in the run folder the checkpoint came from
+        run = resume.run_dir
+        return TensorBoardLogger(save_dir=run.parent.parent, name=run.parent.name, version=resume.version,
+                                 default_hp_metric=False)
+    return TensorBoardLogger(save_dir=s["logdir"], name=s["model"], default_hp_metric=False)
+
+
+def make_trainer(s: dict[str, Any], logger: TensorBoardLogger, callbacks: list[L.Callback]) -> L.Trainer:
+    try:
+        return L.Trainer(
+            accelerator=s["accelerator"], devices=s["devices"], strategy=s["strategy"], precision=s["precision"],
+            max_epochs=s["max_epochs"], limit_train_batches=s["limit_train_batches"],
+            deterministic=is_deterministic(s), logger=logger, callbacks=callbacks, default_root_dir=s["logdir"])
+    except (MisconfigurationException, ValueError) as err:
+        raise UserError(f"Lightning rejected these settings: {err} Check --accelerator, --devices, --strategy "
+                        "and --precision.") from None
+
+
+def log_interval(dm: CIFAR10DataModule, batch_size: int) -> int:
+    """Log per-step values a few times an epoch even on tiny data, at most every 50 steps."""
+    steps_per_epoch = -(-len(dm.train_labels) // batch_size)
+    return max(1, min(50, steps_per_epoch // 4))
+
+
+def run_fit(trainer: L.Trainer, model: ClassifierModule, dm: CIFAR10DataModule, ckpt: Path | None) -> bool:
+    """trainer.fit; True when Ctrl-C stopped it (Lightning then raises SystemExit and ignores SIGINT)."""
+    sigint = signal.getsignal(signal.SIGINT)
+    try:
+        trainer.fit(model, datamodule=dm, ckpt_path=ckpt)
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+    finally:
+        signal.signal(signal.SIGINT, sigint)
+    return trainer.interrupted
+
+
+def device_name(trainer: L.Trainer) -> str:
+    device = trainer.strategy.root_device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    return f"{device.type} x{trainer.num_devices} ({name})"
+
+
+def percent(fraction: float | None) -> str:
+    return "-" if fraction is None else f"{100 * fraction:.2f}%"
+
+
+def summary(metrics: dict[str, Any]) -> str:
+    rows = [["model", metrics["model"]], ["parameters", f"{metrics['params']:,}"], ["epochs", metrics["epochs"]],
+            ["wall time", f"{metrics['wall_time_s']:.1f} s"], ["images/s", f"{metrics['train_images_per_s']:,.0f}"],
+            ["best validation accuracy", percent(metrics["best_val_acc"])],
+            ["test accuracy", percent(metrics["test_acc"])]]
+    classes = [[name, percent(acc)] for name, acc in metrics["per_class_acc"].items()]
+    return reporting.format_table(["", ""], rows) + "\n\n" + reporting.format_table(["class", "test accuracy"],
+                                                                                    classes)
+
+
+def log_report(logger: TensorBoardLogger, step: int, settings: dict[str, Any], metrics: dict[str, Any],
+               confusion: Any, class_names: list[str]) -> None:
+    """Test figures and the hyper-parameters with their final metrics (the HPARAMS tab)."""
+    experiment = logger.experiment
+    experiment.add_figure("test/per_class_accuracy",
+                          reporting.per_class_accuracy_figure(metrics["per_class_acc"]), global_step=step)
+    experiment.add_figure("test/confusion_matrix", reporting.confusion_matrix_figure(confusion, class_names),
+                          global_step=step)
+    params = {k: v for k, v in settings.items() if k not in PER_INVOCATION} | {"params": metrics["params"]}
+    logger.log_hyperparams(params, metrics={"hp/test_acc": metrics["test_acc"],
+                                            "hp/best_val_acc": metrics["best_val_acc"] or 0.0})
+    logger.finalize("success")
+
+
+def fit(settings: dict[str, Any], resume: runs.ResumePoint | None, extra_callbacks: Sequence[L.Callback]) -> int:
+    s = settings
+    check_accelerator(s["accelerator"])
+    L.seed_everything(s["seed"], workers=True)
+    if resume:  # the run folder's checkpoints are expected there
+        warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+    logger = make_logger(s, resume)
+    run_dir = Path(logger.log_dir)
+    best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/acc", mode="max",
+                           save_last=True, save_top_k=1, auto_insert_metric_name=False,
+                           enable_version_counter=False)
+    throughput, interrupt = Throughput(), SaveOnInterrupt(run_dir / "checkpoints" / "last.ckpt")
+    trainer = make_trainer(s, logger, [
+        best, LearningRateMonitor(logging_interval="step"), EpochSeed(s["seed"]), throughput, AugmentedImages(),
+        interrupt, StretchSchedule(), RunSettings({k: v for k, v in s.items() if k not in PER_INVOCATION}),
+        *extra_callbacks])
+    dm = make_datamodule(s)
+    dm.prepare_data()
+    dm.setup("fit")  # mean/std of the training split go into the model's hyper-parameters
+    trainer.log_every_n_steps = log_interval(dm, s["batch_size"])
+    model = make_model(s, dm)
+    print(f"run folder: {run_dir}" + (f" (resuming {resume.ckpt})" if resume else ""))
+    started = time.perf_counter()
+    if run_fit(trainer, model, dm, resume.ckpt if resume else None):
+        return interrupted(s, interrupt, run_dir)
+    wall_time = time.perf_counter() - started
+
+    trainer.test(model, datamodule=dm, ckpt_path=best.best_model_path or None)
+    results = model.test_results
+    metrics = {
+        "model": s["model"], "params": sum(p.numel() for p in model.parameters()),
+        "epochs": trainer.current_epoch, "wall_time_s": round(wall_time, 2),
+        "train_images_per_s": round(throughput.images_per_s, 1),
+        "best_val_acc": None if best.best_model_score is None else float(best.best_model_score),
+        "test_acc": float(results["acc"]), "per_class_acc": results["per_class_acc"],
+        "recipe": s["recipe"], "seed": s["seed"], "precision": s["precision"], "device": device_name(trainer),
+        "best_ckpt": best.best_model_path, "resumed_from": str(resume.ckpt) if resume else None, "settings": s,
+    }
+    if trainer.is_global_zero:
+        log_report(logger, trainer.global_step, s, metrics, results["confusion"], list(dm.class_names))
+        runs.write_metrics(run_dir, metrics)
+        print("\n" + summary(metrics) + f"\n\nrun folder: {run_dir}")
+    return 0
+
+
+def interrupted(s: dict[str, Any], interrupt: SaveOnInterrupt, run_dir: Path) -> int:
+    if not interrupt.saved:
+        print(f"\nInterrupted before the first training step; nothing saved in {run_dir}.", file=sys.stderr)
+        return 130
+    print(f"\nInterrupted: saved {interrupt.path}\nResume with: python -m cifar10.fit --model {s['model']} "
+          f"--logdir {s['logdir']} --ckpt-path last   (or --ckpt-path {interrupt.path})", file=sys.stderr)
+    return 130
+
+
+@exits_cleanly
+def main(argv: Sequence[str] | None = None, *, callbacks: Sequence[L.Callback] = ()) -> int:
+    """The fit CLI; `callbacks` are extra Lightning callbacks (tests use them)."""
+    settings, resume = resolve_settings(given_settings(sys.argv[1:] if argv is None else argv))
+    try:
+        return fit(settings, resume, callbacks)
+    except MisconfigurationException as err:  # raised later than Trainer(...), e.g. by fit's set-up
+        raise UserError(f"Lightning rejected these settings: {err}") from None
+    except KeyboardInterrupt:  # outside trainer.fit, e.g. while downloading
+        print("\nInterrupted.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

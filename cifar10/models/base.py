@@ -1,0 +1,141 @@
+"""ClassifierModule: the training, evaluation and optimisation logic every architecture shares."""
+
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from cifar10.data import CLASSES
+from cifar10.errors import UserError
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("onecycle", "cosine", "none")
+CHECKPOINT_FORMAT = 1
+
+
+class ClassifierModule(L.LightningModule):
+    """A CIFAR-10 classifier: subclasses only say which layers it has (`build_net`).
+
+    forward takes normalized float images (B, 3, 32, 32) and returns logits (B, num_classes).
+    Label smoothing applies to the training loss only, so val/test losses stay comparable across recipes.
+    """
+
+    model_name: str = ""  # set by @register
+
+    def __init__(
+        self,
+        *,
+        optimizer: str = "sgd",
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        nesterov: bool = False,
+        weight_decay: float = 5e-4,
+        betas: Sequence[float] = (0.9, 0.999),
+        schedule: str = "onecycle",
+        label_smoothing: float = 0.0,
+        mean: Sequence[float] = (0.5, 0.5, 0.5),
+        std: Sequence[float] = (0.5, 0.5, 0.5),
+        class_names: Sequence[str] = CLASSES,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        if optimizer not in OPTIMIZERS:
+            raise UserError(f"unknown optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}.")
+        if schedule not in SCHEDULES:
+            raise UserError(f"unknown schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}.")
+        # Plain lists of floats/str only: torch.load(weights_only=True) and yaml.safe_load read them back.
+        self.save_hyperparameters({
+            "model": self.model_name,
+            "optimizer": optimizer, "lr": float(lr), "momentum": float(momentum), "nesterov": bool(nesterov),
+            "weight_decay": float(weight_decay), "betas": [float(b) for b in betas],
+            "schedule": schedule, "label_smoothing": float(label_smoothing),
+            "mean": [float(m) for m in mean], "std": [float(s) for s in std],
+            "class_names": [str(c) for c in class_names], "channels_last": bool(channels_last),
+        })
+        self.example_input_array = torch.zeros(1, 3, 32, 32)
+        self.net = self.build_net()
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        n = len(class_names)  # "micro": the share of images classified right, not a mean over classes
+        self.train_acc = MulticlassAccuracy(num_classes=n, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes=n, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes=n, average="micro")
+        self.test_per_class = MulticlassAccuracy(num_classes=n, average=None)
+        self.test_confusion = MulticlassConfusionMatrix(num_classes=n)
+        self.test_results: dict = {}
+
+    def build_net(self) -> nn.Module:
+        raise NotImplementedError("each architecture defines its layers in build_net")
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+        self.train_acc(logits, labels)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        logits = self(images)
+        self.val_acc(logits, labels)
+        self.log("val/loss", F.cross_entropy(logits, labels), on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        logits = self(images)
+        self.test_acc(logits, labels)
+        self.test_per_class.update(logits, labels)
+        self.test_confusion.update(logits, labels)
+        self.log("test/loss", F.cross_entropy(logits, labels), on_epoch=True, sync_dist=True)
+        self.log("test/acc", self.test_acc, on_epoch=True)
+
+    def on_test_epoch_end(self) -> None:
+        per_class = self.test_per_class.compute().tolist()
+        self.test_results = {
+            "acc": float(self.test_acc.compute()),
+            "per_class_acc": dict(zip(self.hparams.class_names, per_class)),
+            "confusion": self.test_confusion.compute().tolist(),
+        }
+        self.test_per_class.reset()
+        self.test_confusion.reset()
+
+    def predict_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        """Logits for a batch of images, or of (images, labels) as the data module yields them."""
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(images)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        params = [p for p in self.parameters() if p.requires_grad]
+        if hp.optimizer == "sgd":
+            opt = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov,
+                                  weight_decay=hp.weight_decay)
+        else:
+            make = torch.optim.Adam if hp.optimizer == "adam" else torch.optim.AdamW
+            opt = make(params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
+        if hp.schedule == "none":
+            return opt
+        total = self.trainer.estimated_stepping_batches
+        if total == float("inf"):
+            raise UserError(f"the {hp.schedule} schedule needs a finite run: set max_epochs or max_steps.")
+        if hp.schedule == "onecycle":
+            # momentum stays as the recipe sets it; only the learning rate follows the cycle
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=int(total),
+                                                        cycle_momentum=False)
+        else:
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(total))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["cifar10"] = {"model": self.model_name, "format": CHECKPOINT_FORMAT}

@@ -1,0 +1,38 @@
+"""ConvNet: five convs (8, 32, 64, 128, 256 channels), two max-pools, Dropout2d 0.5, a four-layer head.
+
+Follows the issue's table: linear 16384-256-128-64-10; 68.0% (Adam 3e-4, betas (0.9, 0.995),
+wd 5e-4, batch 1024). Inferred: 3x3 padding-1 convs with ReLU, a 2x2 pool after the second and the
+fourth conv (32 -> 16 -> 8, so 256 x 8 x 8 = 16384 features), Dropout2d after the last conv,
+ReLU between the linears.
+Ours: He (Kaiming) initialisation. With PyTorch's default init the logits of this nine-layer net without
+normalisation hardly depend on the input (std across images ~2e-4 versus ~0.5), and it barely trains.
+"""
+
+from torch import nn
+
+from cifar10.models import register
+from cifar10.models.base import ClassifierModule
+
+
+def conv_relu(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(inplace=True)]
+
+
+@register("convnet", published="68.0% (Adam 3e-4, betas (0.9, 0.995), wd 5e-4, batch 1024)")
+class ConvNet(ClassifierModule):
+    def build_net(self) -> nn.Module:
+        net = nn.Sequential(
+            *conv_relu(3, 8), *conv_relu(8, 32), nn.MaxPool2d(2),
+            *conv_relu(32, 64), *conv_relu(64, 128), nn.MaxPool2d(2),
+            *conv_relu(128, 256), nn.Dropout2d(0.5),
+            nn.Flatten(),
+            nn.Linear(256 * 8 * 8, 256), nn.ReLU(inplace=True),
+            nn.Linear(256, 128), nn.ReLU(inplace=True),
+            nn.Linear(128, 64), nn.ReLU(inplace=True),
+            nn.Linear(64, 10),
+        )
+        for layer in net:
+            if isinstance(layer, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+                nn.init.zeros_(layer.bias)
+        return net

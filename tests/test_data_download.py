@@ -1,0 +1,100 @@
+"""Download, md5 check and extraction through file:// URLs: atomic, verified, traversal-safe."""
+
+import io
+import shutil
+import tarfile
+
+import pytest
+
+from cifar10.data.batches import read_split
+from cifar10.data.download import ARCHIVE_NAME, BATCH_FILES, FOLDER_NAME, ensure_extracted
+from cifar10.errors import UserError
+
+
+def leftovers(data_dir):
+    return sorted(p.name for p in data_dir.iterdir() if p.name.startswith(".") or p.name.endswith(".part"))
+
+
+def test_download_verify_extract_read_round_trip(tiny_archive, tmp_path):
+    data_dir = tmp_path / "data"
+    folder = ensure_extracted(data_dir, tiny_archive.url, tiny_archive.md5)
+    assert folder == data_dir / FOLDER_NAME
+    assert (data_dir / ARCHIVE_NAME).read_bytes() == tiny_archive.path.read_bytes()
+    assert leftovers(data_dir) == []
+    images, labels = read_split(folder, "train")
+    assert images.shape == (tiny_archive.n_train, 3, 32, 32) and len(read_split(folder, "test")[1]) == 100
+
+
+def test_valid_batches_mean_nothing_is_downloaded(tiny_archive, tmp_path):
+    ensure_extracted(tmp_path, tiny_archive.url, tiny_archive.md5)
+    (tmp_path / ARCHIVE_NAME).unlink()
+    ensure_extracted(tmp_path, "file:///nowhere/at/all.tar.gz", "0" * 32)  # would fail if it downloaded
+    assert not (tmp_path / ARCHIVE_NAME).exists()
+
+
+def test_wrong_md5_is_rejected_deleted_and_never_extracted(tiny_archive, tmp_path):
+    with pytest.raises(UserError, match="md5") as err:
+        ensure_extracted(tmp_path, tiny_archive.url, "0" * 32)
+    assert tiny_archive.url in str(err.value) and "--data-md5" in str(err.value)
+    assert list(tmp_path.iterdir()) == []  # no archive, no temp file, no folder
+
+
+def test_unreachable_url_names_the_url_and_the_manual_way(tmp_path):
+    url = (tmp_path / "missing.tar.gz").as_uri()
+    with pytest.raises(UserError) as err:
+        ensure_extracted(tmp_path / "data", url, "0" * 32)
+    message = str(err.value)
+    assert url in message and "--data-dir" in message and FOLDER_NAME in message
+    assert leftovers(tmp_path / "data") == []
+
+
+def test_leftover_temp_file_and_half_extracted_folder_are_not_taken_as_valid(tiny_archive, tmp_path):
+    (tmp_path / f"{ARCHIVE_NAME}.999.part").write_bytes(tiny_archive.path.read_bytes()[:100])
+    half = tmp_path / FOLDER_NAME
+    half.mkdir()
+    (half / "data_batch_1").write_bytes(b"partial")
+    folder = ensure_extracted(tmp_path, tiny_archive.url, tiny_archive.md5)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(BATCH_FILES)
+    assert len(read_split(folder, "train")[1]) == tiny_archive.n_train
+
+
+def test_truncated_archive_in_place_is_reported_not_extracted(tiny_archive, tmp_path):
+    (tmp_path / ARCHIVE_NAME).write_bytes(tiny_archive.path.read_bytes()[:1000])
+    with pytest.raises(UserError, match="md5"):
+        ensure_extracted(tmp_path, tiny_archive.url, tiny_archive.md5)
+    assert not (tmp_path / FOLDER_NAME).exists()
+
+
+def test_truncated_download_with_matching_md5_fails_extraction_cleanly(tiny_archive, tmp_path):
+    truncated = tmp_path / "src" / ARCHIVE_NAME
+    truncated.parent.mkdir()
+    truncated.write_bytes(tiny_archive.path.read_bytes()[:-2000])
+    from torchvision.datasets.utils import calculate_md5
+    with pytest.raises(UserError, match="truncated or corrupt"):
+        ensure_extracted(tmp_path / "data", truncated.as_uri(), calculate_md5(truncated))
+    assert not (tmp_path / "data" / FOLDER_NAME).exists() and leftovers(tmp_path / "data") == []
+
+
+def test_members_outside_the_folder_are_refused(tmp_path):
+    archive = tmp_path / "evil.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo(f"{FOLDER_NAME}/../../escaped.txt")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"evil"))
+    from torchvision.datasets.utils import calculate_md5
+    with pytest.raises(UserError, match="outside"):
+        ensure_extracted(tmp_path / "data", archive.as_uri(), calculate_md5(archive))
+    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "data" / FOLDER_NAME).exists()
+
+
+def test_data_dir_that_cannot_be_written(tiny_archive, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(UserError, match="cannot be written.*--data-dir"):
+        ensure_extracted(blocker / "data", tiny_archive.url, tiny_archive.md5)
+
+
+def test_archive_placed_by_hand_is_used_without_downloading(tiny_archive, tmp_path):
+    shutil.copy(tiny_archive.path, tmp_path / ARCHIVE_NAME)
+    folder = ensure_extracted(tmp_path, "file:///nowhere/at/all.tar.gz", tiny_archive.md5)
+    assert len(read_split(folder, "test")[1]) == tiny_archive.n_test

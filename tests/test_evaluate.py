@@ -1,0 +1,101 @@
+"""`python -m cifar10.evaluate` on the tiny archive: every file written, numbers equal a direct computation."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from helpers_ckpt import read_test_split, tiny_run  # noqa: F401 (tiny_run is a fixture)
+from PIL import Image
+
+from cifar10.checkpoint import load_checkpoint
+from cifar10.evaluate import classify, main
+
+FILES = ["confusion_matrix.png", "per_class_accuracy.png", "misclassified.png", "curves.png", "report.json"]
+
+
+def evaluate_args(run, archive, *extra: str) -> list[str]:
+    return ["--ckpt", str(run.ckpt), "--data-dir", str(run.data_dir), "--data-url", archive.url,
+            "--data-md5", archive.md5, "--batch-size", "32", "--accelerator", "cpu", *extra]
+
+
+@torch.no_grad()
+def direct_numbers(run, archive, tta: bool) -> dict:
+    """Accuracy, per-class accuracy and confusion computed by hand from the model's logits."""
+    model, meta = load_checkpoint(run.ckpt)
+    images, labels = read_test_split(archive, run)
+    x = meta.normalize(images)
+    logits = (model(x) + model(torch.flip(x, dims=[3]))) / 2 if tta else model(x)
+    preds = logits.argmax(1)
+    confusion = torch.bincount(labels * 10 + preds, minlength=100).view(10, 10)
+    return {"acc": (preds == labels).float().mean().item(),
+            "per_class_acc": dict(zip(meta.class_names, (confusion.diag() / confusion.sum(1)).tolist())),
+            "confusion": confusion.tolist(), "n_images": len(labels)}
+
+
+def assert_report_matches(report: dict, expected: dict) -> None:
+    assert report["n_images"] == expected["n_images"]
+    assert report["confusion"] == expected["confusion"]
+    assert report["acc"] == pytest.approx(expected["acc"], abs=1e-6)
+    assert report["per_class_acc"] == pytest.approx(expected["per_class_acc"], abs=1e-6)
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_report_files_and_numbers(tiny_run, tiny_archive, tmp_path, capsys, tta):
+    out = tmp_path / "report"
+    assert main(evaluate_args(tiny_run, tiny_archive, "--out", str(out), *(["--tta"] if tta else []))) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
+    for png in FILES[:-1]:
+        assert Image.open(out / png).size[0] > 100
+    report = json.loads((out / "report.json").read_text())
+    assert report["tta"] is tta and report["model"] == "lenet"
+    assert_report_matches(report, direct_numbers(tiny_run, tiny_archive, tta))
+    printed = capsys.readouterr()
+    assert f"test accuracy: {report['acc']:.2%} on 100 images" in printed.out
+    assert "true \\ predicted" in printed.out and "automobile" in printed.out
+    assert "test: 100%" in printed.err  # the progress bar over the test batches
+
+
+def test_tta_averages_the_logits_of_image_and_mirror(tiny_run, tiny_archive):
+    model, meta = load_checkpoint(tiny_run.ckpt)
+    x = meta.normalize(read_test_split(tiny_archive, tiny_run)[0][:16])
+    with torch.no_grad():
+        plain, mirrored = model(x), model(x.flip(-1))
+    assert torch.allclose(classify(model, x, tta=True), (plain + mirrored) / 2)
+    assert torch.equal(classify(model, x, tta=False), plain)
+    assert not torch.allclose(plain, mirrored)
+
+
+def test_default_out_is_report_beside_the_checkpoint(tiny_run, tiny_archive, tmp_path):
+    run_dir = tmp_path / "lenet" / "version_3"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    shutil.copy(tiny_run.ckpt, ckpt)
+    for events in tiny_run.run_dir.glob("events.out.tfevents.*"):
+        shutil.copy(events, run_dir)
+    args = evaluate_args(tiny_run, tiny_archive)
+    args[1] = str(ckpt)
+    assert main(args) == 0
+    assert sorted(p.name for p in (run_dir / "checkpoints" / "report").iterdir()) == sorted(FILES)
+
+
+def test_missing_tensorboard_logs_skip_curves_with_a_note(tiny_run, tiny_archive, tmp_path, capsys):
+    ckpt = tmp_path / "loose.ckpt"
+    shutil.copy(tiny_run.ckpt, ckpt)
+    args = evaluate_args(tiny_run, tiny_archive, "--out", str(tmp_path / "out"))
+    args[1] = str(ckpt)
+    assert main(args) == 0
+    assert "curves.png skipped" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(set(FILES) - {"curves.png"})
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["figures"] == [
+        "confusion_matrix.png", "per_class_accuracy.png", "misclassified.png"]
+
+
+def test_bad_checkpoint_and_batch_size_exit_2(tiny_run, tiny_archive, tmp_path, capsys):
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    args = evaluate_args(tiny_run, tiny_archive)
+    args[1] = str(tmp_path / "junk.ckpt")
+    assert main(args) == 2
+    assert main(evaluate_args(tiny_run, tiny_archive, "--batch-size", "0")) == 2
+    err = capsys.readouterr().err
+    assert "is not a checkpoint of this project" in err and "--batch-size must be at least 1" in err

@@ -1,0 +1,103 @@
+"""The fit CLI end to end on the tiny archive, --help, recipes and --config layering."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from cifar10.errors import UserError
+from cifar10.fit import given_settings, main, resolve_settings
+from cifar10.models import model_info, model_names
+from cifar10.recipes import recipe
+
+REQUIRED_METRICS = ("model", "params", "epochs", "wall_time_s", "train_images_per_s", "best_val_acc",
+                    "test_acc", "per_class_acc", "recipe", "settings", "seed", "precision", "device")
+
+
+def tiny_fit_args(archive, tmp_path: Path, *extra: str) -> list[str]:
+    return ["--data-url", archive.url, "--data-md5", archive.md5, "--data-dir", str(tmp_path / "data"),
+            "--model", "lenet", "--max-epochs", "2", "--val-size", "50", "--batch-size", "32",
+            "--accelerator", "cpu", "--logdir", str(tmp_path / "logs"), *extra]
+
+
+def event_tags(run_dir: Path) -> tuple[dict, dict]:
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    events.Reload()
+    return events.Tags(), events.PluginTagToContent("hparams")
+
+
+@pytest.mark.slow
+def test_cli_writes_checkpoints_metrics_and_tensorboard(tiny_archive, tmp_path):
+    env = os.environ | {"CIFAR10_ALLOW_SUBSET": "1"}
+    done = subprocess.run([sys.executable, "-m", "cifar10.fit", *tiny_fit_args(tiny_archive, tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_dir = tmp_path / "logs" / "lenet" / "version_0"
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(REQUIRED_METRICS) <= set(metrics)
+    assert metrics["model"] == "lenet" and metrics["epochs"] == 2 and metrics["params"] > 0
+    assert metrics["train_images_per_s"] > 0 and 0 <= metrics["test_acc"] <= 1
+    assert len(metrics["per_class_acc"]) == 10 and "airplane" in metrics["per_class_acc"]
+    assert metrics["settings"]["batch_size"] == 32 and metrics["settings"]["val_size"] == 50
+    for label in ("test accuracy", "best validation accuracy", "images/s", "airplane"):
+        assert label in done.stdout
+
+    tags, hparams = event_tags(run_dir)
+    scalars = set(tags["scalars"])
+    assert {"train/loss_step", "train/loss_epoch", "train/acc", "val/loss", "val/acc", "test/acc"} <= scalars
+    assert any(tag.startswith("lr") for tag in scalars), scalars
+    assert {"train/augmented_images", "test/per_class_accuracy", "test/confusion_matrix"} <= set(tags["images"])
+    assert hparams, "no hparams plugin data"
+
+
+def test_help_lists_every_model_with_its_published_accuracy(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--accelerator", "--ckpt-path", "--config", "--limit-train-batches", "--compile", "--logdir"):
+        assert flag in out
+    for name in model_names():
+        assert f"{name} " in out and model_info(name).published in out
+
+
+def test_without_model_trains_speedrun_with_its_default_recipe():
+    settings, resume = resolve_settings(given_settings([]))
+    assert resume is None and settings["model"] == "speedrun" and settings["recipe"] == "default"
+    assert recipe("speedrun", "default").items() <= settings.items()
+    assert settings["data_dir"] == "data" and settings["logdir"] == "lightning_logs"
+
+
+def test_tutorial_recipe_with_one_flag_overridden():
+    settings, _ = resolve_settings(given_settings(["--model", "lenet", "--recipe", "tutorial", "--lr", "0.01"]))
+    expected = recipe("lenet", "tutorial") | {"lr": 0.01}
+    assert expected.items() <= settings.items()
+
+
+def test_config_gives_defaults_and_flags_win(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("model: lenet\nmax-epochs: 7\nbatch_size: 64\nval-size: 0.1\nnesterov: false\n"
+                      "limit_train_batches: 5\n")
+    settings, _ = resolve_settings(given_settings(["--config", str(config), "--max-epochs", "3"]))
+    assert settings["model"] == "lenet" and settings["max_epochs"] == 3 and settings["batch_size"] == 64
+    assert settings["val_size"] == 0.1 and settings["nesterov"] is False and settings["limit_train_batches"] == 5
+
+
+def test_config_with_an_unknown_key_is_a_user_error(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("lr: 0.1\nlearning_rate: 0.1\n")
+    with pytest.raises(UserError, match="learning_rate"):
+        given_settings(["--config", str(config)])
+
+
+def test_val_size_and_limit_train_batches_take_counts_or_fractions():
+    given = given_settings(["--val-size", "500", "--limit-train-batches", "0.25"])
+    assert given["val_size"] == 500 and isinstance(given["val_size"], int)
+    assert given["limit_train_batches"] == 0.25

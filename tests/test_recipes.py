@@ -1,0 +1,67 @@
+"""Recipes: every model has a valid tutorial and default recipe; the tutorial ones match the sources."""
+
+import pytest
+
+from cifar10.data import AUGMENT_PRESETS, NORMALIZE_PRESETS
+from cifar10.errors import UserError
+from cifar10.models import create_model, model_names
+from cifar10.models.base import OPTIMIZERS, SCHEDULES
+from cifar10.recipes import RECIPES, recipe
+
+KEYS = {"optimizer", "lr", "momentum", "nesterov", "weight_decay", "betas", "schedule", "label_smoothing",
+        "batch_size", "max_epochs", "augment", "normalize", "val_size"}
+DATA_KEYS = {"batch_size", "augment", "normalize", "val_size", "max_epochs"}
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+@pytest.mark.parametrize("model", model_names())
+def test_every_model_has_a_valid_recipe(model, name):
+    values = recipe(model, name)
+    assert set(values) == KEYS
+    assert values["optimizer"] in OPTIMIZERS and values["schedule"] in SCHEDULES
+    assert values["augment"] in AUGMENT_PRESETS and values["normalize"] in NORMALIZE_PRESETS
+    assert 0 < values["lr"] <= 2 and 0 <= values["momentum"] < 1 and 0 <= values["weight_decay"] < 0.1
+    assert isinstance(values["betas"], list) and all(0 < b < 1 for b in values["betas"])
+    assert 0 <= values["label_smoothing"] < 0.5
+    assert isinstance(values["batch_size"], int) and values["batch_size"] > 0
+    assert isinstance(values["max_epochs"], int) and values["max_epochs"] > 0
+    val_size = values["val_size"]
+    assert (isinstance(val_size, int) and val_size >= 0) or (isinstance(val_size, float) and 0 < val_size < 1)
+    model_hparams = {k: v for k, v in values.items() if k not in DATA_KEYS}
+    assert create_model(model, **model_hparams).hparams.lr == values["lr"]
+
+
+@pytest.mark.parametrize("model", model_names())
+def test_default_recipe_schedules_the_lr_in_no_more_epochs_than_published(model):
+    ours, published = recipe(model, "default"), recipe(model, "tutorial")
+    assert recipe(model) == ours  # "default" is the default
+    assert ours["schedule"] in ("onecycle", "cosine")
+    assert ours["max_epochs"] <= published["max_epochs"]
+
+
+@pytest.mark.parametrize("model, expected", [
+    ("mlp", dict(optimizer="sgd", lr=0.1, weight_decay=1e-4, batch_size=256, max_epochs=100, augment="none")),
+    ("shallow-cnn", dict(optimizer="sgd", lr=0.1, weight_decay=1e-4, batch_size=256, max_epochs=100,
+                         augment="none")),
+    ("deep-cnn", dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4, batch_size=256, max_epochs=100,
+                      augment="crop-flip")),
+    ("lenet", dict(optimizer="adam", lr=1e-3, batch_size=100, max_epochs=30, augment="heavy", normalize="half")),
+    ("tutorial-cnn", dict(optimizer="sgd", lr=0.01, batch_size=20, max_epochs=20, augment="flip-rotate",
+                          val_size=0.2)),
+    ("convnet", dict(optimizer="adam", lr=3e-4, betas=[0.9, 0.995], weight_decay=5e-4, batch_size=1024)),
+    ("cnn-bn", dict(optimizer="adam", max_epochs=50, augment="crop-flip", normalize="dataset")),
+    ("speedrun", dict(optimizer="sgd", nesterov=True, label_smoothing=0.2, batch_size=1024, max_epochs=10)),
+])
+def test_tutorial_recipe_reproduces_the_published_setup(model, expected):
+    values = recipe(model, "tutorial")
+    assert {k: values[k] for k in expected} == expected
+
+
+def test_unknown_recipe_lists_the_recipes():
+    with pytest.raises(UserError, match="tutorial, default"):
+        recipe("mlp", "fast")
+
+
+def test_unknown_model_is_a_user_error():
+    with pytest.raises(UserError, match="unknown model"):
+        recipe("vgg16", "default")

@@ -1,0 +1,85 @@
+"""Checkpoint and resume: an interrupted run, resumed, ends where an uninterrupted one does."""
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from cifar10.fit import main
+
+
+def tiny_fit_args(archive, data_dir: Path, logdir: Path, *extra: str) -> list[str]:
+    return ["--data-url", archive.url, "--data-md5", archive.md5, "--data-dir", str(data_dir),
+            "--model", "lenet", "--val-size", "50", "--batch-size", "32", "--accelerator", "cpu",
+            "--seed", "3", "--logdir", str(logdir), *extra]
+
+
+def final_state(logdir: Path) -> tuple[dict, dict]:
+    run_dir = logdir / "lenet" / "version_0"
+    weights = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    return json.loads((run_dir / "metrics.json").read_text()), weights
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    (metrics_a, weights_a), (metrics_b, weights_b) = final_state(a), final_state(b)
+    assert metrics_b["epochs"] == metrics_a["epochs"]
+    assert metrics_b["test_acc"] == metrics_a["test_acc"]
+    assert metrics_b["best_val_acc"] == metrics_a["best_val_acc"]
+    assert weights_a.keys() == weights_b.keys()
+    for name in weights_a:
+        assert torch.allclose(weights_a[name], weights_b[name], atol=1e-6), name
+
+
+@pytest.mark.slow
+def test_resumed_run_ends_like_an_uninterrupted_one(tiny_archive, tmp_path):
+    """2 epochs then --max-epochs 4 from last.ckpt == 4 epochs straight (lenet has dropout).
+
+    A constant learning rate: a schedule spans the epochs the run was started with.
+    """
+    data = tmp_path / "data"
+    args = lambda logdir, *extra: tiny_fit_args(tiny_archive, data, logdir, "--schedule", "none",
+                                                     "--limit-train-batches", "4", *extra)  # noqa: E731
+    assert main(args(tmp_path / "straight", "--max-epochs", "4")) == 0
+    assert main(args(tmp_path / "split", "--max-epochs", "2")) == 0
+    assert main(args(tmp_path / "split", "--max-epochs", "4", "--ckpt-path", "last")) == 0
+    assert not (tmp_path / "split" / "lenet" / "version_1").exists(), "resume must reuse the run folder"
+    assert_same_run(tmp_path / "straight", tmp_path / "split")
+
+
+class InterruptAt(L.Callback):
+    """Simulate Ctrl-C at a given training step."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
+            raise KeyboardInterrupt
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tiny_archive, tmp_path, capsys):
+    data, logs = tmp_path / "data", tmp_path / "logs"
+    args = tiny_fit_args(tiny_archive, data, logs, "--max-epochs", "3")
+    assert main(args, callbacks=[InterruptAt(epoch=1, batch=3)]) == 130
+    last = logs / "lenet" / "version_0" / "checkpoints" / "last.ckpt"
+    assert last.is_file()
+    assert torch.load(last, weights_only=True)["global_step"] == 8 + 3  # 250 images / 32 = 8 steps an epoch
+    err = capsys.readouterr().err
+    assert str(last) in err and "--ckpt-path last" in err
+
+    assert main([*args, "--ckpt-path", "last"]) == 0
+    metrics = json.loads((logs / "lenet" / "version_0" / "metrics.json").read_text())
+    assert metrics["epochs"] == 3 and metrics["resumed_from"] == str(last)
+
+
+@pytest.mark.slow
+def test_max_epochs_can_be_raised_under_a_one_cycle_schedule(tiny_archive, tmp_path):
+    data, logs = tmp_path / "data", tmp_path / "logs"
+    args = tiny_fit_args(tiny_archive, data, logs, "--schedule", "onecycle", "--limit-train-batches", "3")
+    assert main([*args, "--max-epochs", "1"]) == 0
+    assert main([*args, "--max-epochs", "2", "--ckpt-path", "last"]) == 0
+    metrics = json.loads((logs / "lenet" / "version_0" / "metrics.json").read_text())
+    assert metrics["epochs"] == 2
