@@ -14,9 +14,9 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, OneCycleLR  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """A distinct, reproducible seed for each (seed, epoch) pair."""
-    return seed * 1_000_003 + epoch
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """A distinct, reproducible seed for each (seed, epoch, DDP rank)."""
+    return seed * 1_000_003 + epoch + rank * 100_003
 
 
 class EpochSeed(L.Callback):
@@ -36,7 +36,7 @@ class EpochSeed(L.Callback):
                              batch_idx: int) -> None:
         if self.epoch != trainer.current_epoch:
             self.epoch = trainer.current_epoch
-            torch.manual_seed(epoch_seed(self.seed, self.epoch))
+            torch.manual_seed(epoch_seed(self.seed, self.epoch, trainer.global_rank))
 
 
 class Throughput(L.Callback):

@@ -20,6 +20,7 @@ import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 from cifar10 import reporting, runs
 from cifar10.callbacks import (AugmentedImages, EpochSeed, RunSettings, SaveOnInterrupt, StretchSchedule,
@@ -218,7 +219,8 @@ def make_trainer(s: dict[str, Any], logger: TensorBoardLogger, callbacks: list[L
         return L.Trainer(
             accelerator=s["accelerator"], devices=s["devices"], strategy=s["strategy"], precision=s["precision"],
             max_epochs=s["max_epochs"], limit_train_batches=s["limit_train_batches"],
-            deterministic=is_deterministic(s), logger=logger, callbacks=callbacks, default_root_dir=s["logdir"])
+            deterministic=is_deterministic(s), logger=logger, callbacks=callbacks, default_root_dir=s["logdir"],
+            use_distributed_sampler=False)  # the DataModule shards the data itself under DDP
     except (MisconfigurationException, ValueError) as err:
         raise UserError(f"Lightning rejected these settings: {err} Check --accelerator, --devices, --strategy "
                         "and --precision.") from None
@@ -298,7 +300,7 @@ def fit(settings: dict[str, Any], resume: runs.ResumePoint | None, extra_callbac
     dm.setup("fit")  # mean/std of the training split go into the model's hyper-parameters
     trainer.log_every_n_steps = log_interval(dm, s["batch_size"])
     model = make_model(s, dm)
-    print(f"run folder: {run_dir}" + (f" (resuming {resume.ckpt})" if resume else ""))
+    rank_zero_only(print)(f"run folder: {run_dir}" + (f" (resuming {resume.ckpt})" if resume else ""))
     started = time.perf_counter()
     if run_fit(trainer, model, dm, resume.ckpt if resume else None):
         return interrupted(s, interrupt, run_dir)

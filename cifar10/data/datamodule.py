@@ -6,7 +6,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
 from cifar10.data.augment import augment, channel_stats, check_augment, check_normalize, normalize
 from cifar10.data.batches import read_class_names, read_split
@@ -16,9 +16,10 @@ from cifar10.errors import UserError
 SAMPLER_STREAM, AUGMENT_STREAM = 0, 1
 
 
-def stream_seed(seed: int, epoch: int, stream: int) -> int:
-    """A well-mixed 63-bit seed for one (seed, epoch, stream) triple."""
-    return int(np.random.SeedSequence((seed % 2**64, epoch, stream)).generate_state(1, np.uint64)[0] >> 1)
+def stream_seed(seed: int, epoch: int, stream: int, rank: int = 0) -> int:
+    """A well-mixed 63-bit seed for one (seed, epoch, stream, rank)."""
+    entropy = (seed % 2**64, epoch, stream) + ((rank,) if rank else ())
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> 1)
 
 
 class TensorPairs(Dataset):
@@ -45,20 +46,41 @@ def keep_batch(batch):
 
 
 class EpochShuffler(Sampler[int]):
-    """Random order drawn from (seed, epoch): epoch e has the same order whether or not the run was resumed."""
+    """Random order drawn from (seed, epoch): epoch e has the same order whether or not the run was resumed.
 
-    def __init__(self, size: int, seed: int) -> None:
-        self.size, self.seed, self.epoch = size, seed, 0
+    Under DDP, rank r of w takes every w-th index of that order (wrapped round to a multiple of w, so
+    every rank has as many batches): the union of the ranks' k-th batches of b images is exactly the
+    k-th batch of w*b images a single process draws, so DDP trains like one process at the global batch.
+    """
+
+    def __init__(self, size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        self.size, self.seed, self.epoch, self.rank, self.world_size = size, seed, 0, rank, world_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.size
+        return -(-self.size // self.world_size)
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(stream_seed(self.seed, self.epoch, SAMPLER_STREAM))
-        return iter(torch.randperm(self.size, generator=generator).tolist())
+        order = torch.randperm(self.size, generator=generator)
+        order = torch.cat([order, order[:len(self) * self.world_size - self.size]])
+        return iter(order[self.rank::self.world_size].tolist())
+
+
+class Shard(Sampler[int]):
+    """Evaluation order: 0..size-1, or under DDP every world_size-th index from rank (no padding,
+    so each image is counted once when the metrics are synchronised)."""
+
+    def __init__(self, size: int, rank: int = 0, world_size: int = 1) -> None:
+        self.indices = range(rank, size, world_size)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self):
+        return iter(self.indices)
 
 
 def stratified_split(labels: torch.Tensor, val_size: int | float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,7 +138,7 @@ class CIFAR10DataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_images is None:
             self._load()
-        self._move_to(self._target_device())
+        self.move_to(self._target_device())
 
     def _load(self) -> None:
         folder = ensure_extracted(self.data_dir, self.url, self.md5)  # no-op after prepare_data
@@ -140,7 +162,8 @@ class CIFAR10DataModule(L.LightningDataModule):
             return trainer.strategy.root_device
         return self.train_labels.device
 
-    def _move_to(self, device: torch.device) -> None:
+    def move_to(self, device: torch.device) -> None:
+        """Hold every split on `device` (setup does this for a CUDA trainer)."""
         if self.train_labels.device == device:
             return
         for name in ("train_images", "train_labels", "val_images", "val_labels", "test_images", "test_labels"):
@@ -151,12 +174,22 @@ class CIFAR10DataModule(L.LightningDataModule):
         return DataLoader(TensorPairs(images, labels), batch_sampler=BatchSampler(sampler, batch_size, False),
                           collate_fn=keep_batch, num_workers=0)
 
+    def shard(self) -> tuple[int, int]:
+        """(rank, world size) of the attached trainer; this module shards the data itself under DDP."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1:
+            return 0, 1
+        if getattr(trainer._accelerator_connector, "use_distributed_sampler", False):
+            raise UserError("CIFAR10DataModule shards the data itself under DDP: create the Trainer with "
+                            "use_distributed_sampler=False (python -m cifar10.fit does).")
+        return trainer.global_rank, trainer.world_size
+
     def train_dataloader(self) -> DataLoader:
-        sampler = EpochShuffler(len(self.train_labels), self.seed)
+        sampler = EpochShuffler(len(self.train_labels), self.seed, *self.shard())
         return self._loader(self.train_images, self.train_labels, sampler, self.batch_size)
 
     def _eval_loader(self, images: torch.Tensor, labels: torch.Tensor) -> DataLoader:
-        return self._loader(images, labels, SequentialSampler(range(len(labels))), self.eval_batch_size)
+        return self._loader(images, labels, Shard(len(labels), *self.shard()), self.eval_batch_size)
 
     def val_dataloader(self) -> DataLoader:
         if self.val_images is None:
@@ -178,7 +211,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         key = (id(trainer), trainer.current_epoch, device)
         if self._generator_key != key:
             self._generator = torch.Generator(device).manual_seed(
-                stream_seed(self.seed, trainer.current_epoch, AUGMENT_STREAM))
+                stream_seed(self.seed, trainer.current_epoch, AUGMENT_STREAM, trainer.global_rank))
             self._generator_key = key
         return self._generator
 

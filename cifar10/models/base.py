@@ -116,26 +116,33 @@ class ClassifierModule(L.LightningModule):
         return self(images)
 
     def configure_optimizers(self):
-        hp = self.hparams
-        params = [p for p in self.parameters() if p.requires_grad]
-        if hp.optimizer == "sgd":
-            opt = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov,
-                                  weight_decay=hp.weight_decay)
-        else:
-            make = torch.optim.Adam if hp.optimizer == "adam" else torch.optim.AdamW
-            opt = make(params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
-        if hp.schedule == "none":
-            return opt
-        total = self.trainer.estimated_stepping_batches
-        if total == float("inf"):
-            raise UserError(f"the {hp.schedule} schedule needs a finite run: set max_epochs or max_steps.")
-        if hp.schedule == "onecycle":
-            # momentum stays as the recipe sets it; only the learning rate follows the cycle
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=int(total),
-                                                        cycle_momentum=False)
-        else:
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(total))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return build_optimizer(self.hparams, self.parameters(), self.trainer.estimated_stepping_batches)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["cifar10"] = {"model": self.model_name, "format": CHECKPOINT_FORMAT}
+
+
+def build_optimizer(hp, parameters, total_steps: float):
+    """The optimizer the hyper-parameters name, with their schedule stepped per batch over total_steps.
+
+    Returns what configure_optimizers returns (an optimizer, or a dict with the scheduler); the plain
+    PyTorch loop of `cifar10.bench loop` builds the very same from it.
+    """
+    params = [p for p in parameters if p.requires_grad]
+    if hp.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov,
+                              weight_decay=hp.weight_decay)
+    else:
+        make = torch.optim.Adam if hp.optimizer == "adam" else torch.optim.AdamW
+        opt = make(params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
+    if hp.schedule == "none":
+        return opt
+    if total_steps == float("inf"):
+        raise UserError(f"the {hp.schedule} schedule needs a finite run: set max_epochs or max_steps.")
+    if hp.schedule == "onecycle":
+        # momentum stays as the recipe sets it; only the learning rate follows the cycle
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=int(total_steps),
+                                                    cycle_momentum=False)
+    else:
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(total_steps))
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
