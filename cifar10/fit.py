@@ -18,7 +18,7 @@ import lightning as L
 import torch
 import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -34,12 +34,14 @@ from cifar10.recipes import RECIPES, recipe
 DEFAULT_MODEL = "speedrun"
 DEFAULTS: dict[str, Any] = {  # what no recipe decides
     "recipe": "default", "data_dir": "data", "data_url": None, "data_md5": None,
-    "accelerator": "auto", "devices": "auto", "strategy": "auto", "precision": "32", "seed": 0,
+    "accelerator": "auto", "devices": "auto", "strategy": "auto", "precision": "auto", "channels_last": None,
+    "seed": 0,
     "limit_train_batches": 1.0, "compile": False, "deterministic": False, "logdir": "lightning_logs",
 }
 PER_INVOCATION = ("ckpt_path", "config")  # never inherited by a resumed run
-PRECISIONS = ("32", "16-mixed", "bf16-mixed")
+PRECISIONS = ("auto", "32", "16-mixed", "bf16-mixed")
 ACCELERATORS = ("auto", "cpu", "gpu")
+PROGRESS_EVERY = 10  # steps between progress-bar refreshes: each reads the shown values back from the GPU
 
 
 class _Parser(argparse.ArgumentParser):
@@ -84,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--accelerator", choices=ACCELERATORS, help="default auto")
     add("--devices", type=device_count, metavar="N", help="default auto")
     add("--strategy", metavar="S", help="Lightning strategy, e.g. ddp (default auto)")
-    add("--precision", choices=PRECISIONS, help="default 32")
+    add("--precision", choices=PRECISIONS, help="auto (default): bf16-mixed on a GPU that has bf16, else 32")
+    add("--channels-last", action=argparse.BooleanOptionalAction,
+        help="channels-last memory format (default: on with a GPU)")
     add("--compile", action=argparse.BooleanOptionalAction, help="torch.compile the network")
     add("--deterministic", action=argparse.BooleanOptionalAction,
         help="deterministic algorithms (always on with the CPU)")
@@ -184,9 +188,21 @@ def check_accelerator(accelerator: str) -> None:
 
 def is_deterministic(settings: dict[str, Any]) -> bool:
     """On by request, and always on the CPU so a resumed run matches an uninterrupted one."""
-    on_cpu = settings["accelerator"] == "cpu" or (
-        settings["accelerator"] == "auto" and not torch.cuda.is_available())
-    return bool(settings["deterministic"]) or on_cpu
+    return bool(settings["deterministic"]) or not uses_cuda(settings)
+
+
+def uses_cuda(settings: dict[str, Any]) -> bool:
+    return settings["accelerator"] in ("gpu", "auto") and torch.cuda.is_available()
+
+
+def resolve_auto(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings left on 'auto' become what is fastest here: bf16 autocast and channels-last on a GPU."""
+    s = dict(settings)
+    if s["precision"] == "auto":
+        s["precision"] = "bf16-mixed" if uses_cuda(s) and torch.cuda.is_bf16_supported() else "32"
+    if s["channels_last"] is None:
+        s["channels_last"] = uses_cuda(s)
+    return s
 
 
 def make_datamodule(s: dict[str, Any]) -> CIFAR10DataModule:
@@ -227,7 +243,7 @@ def make_trainer(s: dict[str, Any], logger: TensorBoardLogger, callbacks: list[L
 
 
 def log_interval(dm: CIFAR10DataModule, batch_size: int) -> int:
-    """Log per-step values a few times an epoch even on tiny data, at most every 50 steps."""
+    """Steps between logged values: a few times an epoch even on tiny data, at most 50."""
     steps_per_epoch = -(-len(dm.train_labels) // batch_size)
     return max(1, min(50, steps_per_epoch // 4))
 
@@ -280,8 +296,8 @@ def log_report(logger: TensorBoardLogger, step: int, settings: dict[str, Any], m
 
 
 def fit(settings: dict[str, Any], resume: runs.ResumePoint | None, extra_callbacks: Sequence[L.Callback]) -> int:
-    s = settings
-    check_accelerator(s["accelerator"])
+    check_accelerator(settings["accelerator"])
+    s = resolve_auto(settings)
     L.seed_everything(s["seed"], workers=True)
     if resume:  # the run folder's checkpoints are expected there
         warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
@@ -291,10 +307,10 @@ def fit(settings: dict[str, Any], resume: runs.ResumePoint | None, extra_callbac
                            save_last=True, save_top_k=1, auto_insert_metric_name=False,
                            enable_version_counter=False)
     throughput, interrupt = Throughput(), SaveOnInterrupt(run_dir / "checkpoints" / "last.ckpt")
-    trainer = make_trainer(s, logger, [
+    trainer = make_trainer(s, logger, [  # before the download, so bad settings fail fast
         best, LearningRateMonitor(logging_interval="step"), EpochSeed(s["seed"]), throughput, AugmentedImages(),
         interrupt, StretchSchedule(), RunSettings({k: v for k, v in s.items() if k not in PER_INVOCATION}),
-        *extra_callbacks])
+        TQDMProgressBar(refresh_rate=PROGRESS_EVERY), *extra_callbacks])
     dm = make_datamodule(s)
     dm.prepare_data()
     dm.setup("fit")  # mean/std of the training split go into the model's hyper-parameters
@@ -311,7 +327,7 @@ def fit(settings: dict[str, Any], resume: runs.ResumePoint | None, extra_callbac
     metrics = {
         "model": s["model"], "params": sum(p.numel() for p in model.parameters()),
         "epochs": trainer.current_epoch, "wall_time_s": round(wall_time, 2),
-        "train_images_per_s": round(throughput.images_per_s, 1),
+        "train_images_per_s": round(throughput.images_per_s, 1), "train_time_s": round(throughput.seconds, 2),
         "best_val_acc": None if best.best_model_score is None else float(best.best_model_score),
         "test_acc": float(results["acc"]), "per_class_acc": results["per_class_acc"],
         "recipe": s["recipe"], "seed": s["seed"], "precision": s["precision"], "device": device_name(trainer),

@@ -1,1 +1,1 @@
-"""Benchmarks: `python -m cifar10.bench {data,...}`; each subcommand prints one JSON object last."""
+"""Benchmarks: `python -m cifar10.bench {data,loop,speedrun}`; each prints one JSON object on its last line."""

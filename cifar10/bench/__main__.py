@@ -13,6 +13,7 @@ from cifar10.errors import exits_cleanly
 SUBCOMMANDS = {
     "data": "cifar10.bench.data",
     "loop": "cifar10.bench.loop",
+    "speedrun": "cifar10.bench.speedrun",
 }
 
 

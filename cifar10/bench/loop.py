@@ -19,7 +19,7 @@ from itertools import islice
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from cifar10 import fit
@@ -37,16 +37,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batches", type=int, help="batches per epoch (default: the whole epoch)")
     parser.add_argument("--repeats", type=int, default=2, help="runs per side; the best is reported")
     parser.add_argument("--accelerator", choices=("cpu", "gpu"), default="gpu" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--precision", choices=("32", "bf16-mixed"), default="32")
+    parser.add_argument("--precision", choices=("auto", "32", "bf16-mixed"), default="auto",
+                        help="auto: as fit chooses (bf16-mixed on a GPU that has bf16, else 32)")
     parser.add_argument("--seed", type=int, default=0)
 
 
 def settings_for(args: argparse.Namespace) -> dict:
     given = {"model": args.model, "recipe": args.recipe, "data_dir": args.data_dir, "seed": args.seed,
-             "accelerator": args.accelerator, "precision": args.precision}
+             "accelerator": args.accelerator, "precision": args.precision, "val_size": 0}  # no validation here
     if args.batch_size:
         given["batch_size"] = args.batch_size
-    return fit.resolve_settings(given)[0]
+    return fit.resolve_auto(fit.resolve_settings(given)[0])
 
 
 def fresh_model(s: dict, dm: CIFAR10DataModule) -> ClassifierModule:
@@ -57,11 +58,12 @@ def fresh_model(s: dict, dm: CIFAR10DataModule) -> ClassifierModule:
 def time_lightning(s: dict, dm: CIFAR10DataModule, batches: int, logdir: str) -> tuple[float, float]:
     """Seconds for trainer.fit over one epoch of `batches` batches, and the epoch's train loss."""
     model = fresh_model(s, dm)
+    every = fit.log_interval(dm, s["batch_size"])
     trainer = L.Trainer(accelerator=s["accelerator"], devices=1, precision=s["precision"], max_epochs=1,
                         limit_train_batches=batches, limit_val_batches=0, num_sanity_val_steps=0,
                         enable_checkpointing=False, logger=TensorBoardLogger(logdir, name="loop"),
-                        callbacks=[LearningRateMonitor(logging_interval="step")],
-                        log_every_n_steps=fit.log_interval(dm, s["batch_size"]))
+                        callbacks=[LearningRateMonitor(logging_interval="step"), TQDMProgressBar(refresh_rate=fit.PROGRESS_EVERY)],
+                        log_every_n_steps=every)
     started = time.perf_counter()
     trainer.fit(model, datamodule=dm)
     seconds = time.perf_counter() - started
@@ -119,10 +121,10 @@ def run(args: argparse.Namespace) -> int:
                   flush=True)
     images = batches * s["batch_size"]
     print(f"{args.model} ({args.recipe} recipe), {batches} batches of {s['batch_size']} on {device}, "
-          f"{args.precision} precision, best of {args.repeats}")
+          f"{s['precision']} precision, best of {args.repeats}")
     print(json.dumps({
         "model": args.model, "recipe": args.recipe, "batch_size": s["batch_size"], "batches": batches,
-        "augment": s["augment"], "device": str(device), "precision": args.precision, "repeats": args.repeats,
+        "augment": s["augment"], "device": str(device), "precision": s["precision"], "repeats": args.repeats,
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus", "threads": torch.get_num_threads(),
         "torch": torch.__version__, "lightning": L.__version__,
         "lightning_s": round(best["lightning"], 3), "plain_s": round(best["plain"], 3),

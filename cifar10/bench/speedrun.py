@@ -1,0 +1,115 @@
+"""Time `speedrun` to its test accuracy on one GPU, over several seeds, beside airbench94 on the same data.
+
+Ours runs as `python -m cifar10.fit --model speedrun --accelerator gpu --seed S` does; its time is the
+training time the fit records (`train_time_s`: training steps only, no validation or test). airbench94
+(`pip install airbench`) trains through its own `train94` on the same images, which this benchmark
+writes in the layout airbench's loader reads; its time is the wall time of `train94` (whitening and
+training, no evaluation) and its accuracy is reported with its own test-time augmentation (as it
+publishes) and without (as ours is measured). One untimed warm-up run of each comes first.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from cifar10 import fit
+from cifar10.data import CIFAR10DataModule
+from cifar10.errors import UserError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", default="data", help="folder holding (or to receive) cifar-10-batches-py")
+    parser.add_argument("--seeds", type=int, default=5, help="runs per side, seeds 0..N-1")
+    parser.add_argument("--compare", choices=("airbench",), help="also run airbench94 on the same GPU and data")
+    parser.add_argument("--fit-args", default="", help="extra fit flags for our side, e.g. '--compile'")
+
+
+def require_cuda() -> None:
+    if not torch.cuda.is_available():
+        raise UserError("the speedrun benchmark times training on a GPU, and PyTorch sees no CUDA GPU here. "
+                        "Run it on a machine with an NVIDIA GPU. On a CPU, `python -m cifar10.bench loop` "
+                        "compares Lightning's loop with a plain one.")
+
+
+def import_airbench():
+    try:
+        import airbench
+    except ImportError:
+        raise UserError("--compare airbench needs the airbench package: `pip install airbench` (or install its "
+                        "wheel on a machine without internet), then run again.") from None
+    return airbench
+
+
+def ours(data_dir: str, seed: int, logdir: Path, extra: list[str], epochs: list[str] = ()) -> dict:
+    args = ["--model", "speedrun", "--accelerator", "gpu", "--data-dir", data_dir, "--seed", str(seed),
+            "--logdir", str(logdir), *epochs, *extra]
+    if fit.main(args) != 0:
+        raise UserError(f"our speedrun fit failed: python -m cifar10.fit {' '.join(args)}")
+    run = sorted((logdir / "speedrun").iterdir(), key=lambda p: int(p.name.split("_")[1]))[-1]
+    metrics = json.loads((run / "metrics.json").read_text())
+    return {"acc": metrics["test_acc"], "train_s": metrics["train_time_s"], "wall_s": metrics["wall_time_s"]}
+
+
+def write_airbench_data(dm: CIFAR10DataModule, folder: Path) -> None:
+    """The images as airbench's CifarLoader caches them: {images uint8 (N, 32, 32, 3), labels, classes}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    train_images = torch.cat([dm.train_images, dm.val_images]) if dm.val_images is not None else dm.train_images
+    train_labels = torch.cat([dm.train_labels, dm.val_labels]) if dm.val_labels is not None else dm.train_labels
+    for name, images, labels in (("train.pt", train_images, train_labels), ("test.pt", dm.test_images, dm.test_labels)):
+        torch.save({"images": images.permute(0, 2, 3, 1).contiguous().cpu(), "labels": labels.cpu(),
+                    "classes": list(dm.class_names)}, folder / name)
+
+
+def airbench94(airbench, folder: Path, seed: int) -> dict:
+    """One airbench94 training from the data in folder/cifar10 (airbench reads its test set from ./cifar10)."""
+    from airbench.lib_airbench94 import hyp
+    train_loader = airbench.CifarLoader(str(folder / "cifar10"), train=True, batch_size=hyp["opt"]["batch_size"],
+                                        aug=hyp["aug"], altflip=True)
+    test_loader = airbench.CifarLoader(str(folder / "cifar10"), train=False, batch_size=2000)
+    torch.manual_seed(seed)
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        model = airbench.train94(train_loader, verbose=False)
+        torch.cuda.synchronize()
+        seconds = time.perf_counter() - started
+    finally:
+        os.chdir(cwd)
+    return {"acc": airbench.evaluate(model, test_loader, tta_level=0),
+            "acc_tta": airbench.evaluate(model, test_loader, tta_level=hyp["net"]["tta_level"]), "train_s": seconds}
+
+
+def summarise(runs: list[dict]) -> dict:
+    keys = runs[0].keys()
+    return {f"mean_{k}": round(statistics.fmean(r[k] for r in runs), 4) for k in keys} | {
+        k: [round(r[k], 4) for r in runs] for k in keys}
+
+
+def run(args: argparse.Namespace) -> int:
+    require_cuda()
+    airbench = import_airbench() if args.compare else None
+    extra = args.fit_args.split()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        ours(args.data_dir, 0, tmp / "warmup", extra, ["--max-epochs", "1"])
+        result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "seeds": args.seeds,
+                  "fit_args": args.fit_args, "ours": summarise([ours(args.data_dir, s, tmp / "ours", extra)
+                                                                for s in range(args.seeds)])}
+        if airbench:
+            dm = CIFAR10DataModule(data_dir=args.data_dir, val_size=0)
+            dm.prepare_data()
+            dm.setup("fit")
+            write_airbench_data(dm, tmp / "airbench" / "cifar10")
+            airbench94(airbench, tmp / "airbench", seed=0)  # warm-up
+            result["airbench94"] = summarise([airbench94(airbench, tmp / "airbench", s) for s in range(args.seeds)])
+            result["time_ratio"] = round(result["ours"]["mean_train_s"] / result["airbench94"]["mean_train_s"], 3)
+    print(json.dumps(result))
+    return 0

@@ -1,0 +1,67 @@
+"""The benchmarks run end to end on the tiny archive and print their JSON line; speedrun needs a GPU."""
+
+import json
+
+import pytest
+import torch
+
+from cifar10.bench.__main__ import main
+from cifar10.bench.speedrun import write_airbench_data
+from cifar10.data import CIFAR10DataModule
+
+
+@pytest.fixture
+def data_dir(tiny_archive, tmp_path):
+    dm = CIFAR10DataModule(data_dir=tmp_path / "data", url=tiny_archive.url, md5=tiny_archive.md5, val_size=0)
+    dm.prepare_data()
+    return str(tmp_path / "data")
+
+
+def last_json_line(capsys) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("preset", ["crop-flip", "heavy"])
+def test_data_benchmark_prints_both_pipelines_and_the_speedup(data_dir, capsys, preset):
+    assert main(["data", "--preset", preset, "--data-dir", data_dir, "--batch-size", "32", "--batches", "2",
+                 "--repeats", "1", "--workers", "0"]) == 0
+    result = last_json_line(capsys)
+    assert result["preset"] == preset and result["ours_images_per_s"] > 0 and result["torchvision_images_per_s"] > 0
+    assert result["speedup"] == pytest.approx(result["ours_images_per_s"] / result["torchvision_images_per_s"],
+                                              rel=0.05)
+
+
+def test_loop_benchmark_trains_the_same_model_on_both_sides(data_dir, capsys):
+    # mlp's tutorial recipe: no augmentation, no dropout, no schedule, so both sides do the very same steps
+    assert main(["loop", "--model", "mlp", "--recipe", "tutorial", "--data-dir", data_dir, "--batch-size", "50",
+                 "--batches", "3", "--repeats", "1", "--accelerator", "cpu"]) == 0
+    result = last_json_line(capsys)
+    assert result["batches"] == 3 and result["lightning_s"] > 0 and result["plain_s"] > 0
+    assert result["overhead"] + 1 == pytest.approx(result["lightning_s"] / result["plain_s"], rel=0.01)
+    assert result["lightning_train_loss"] == pytest.approx(result["plain_train_loss"], abs=1e-3)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
+def test_speedrun_benchmark_without_a_gpu_says_so(data_dir, capsys):
+    assert main(["speedrun", "--data-dir", data_dir]) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_airbench_gets_the_same_images_in_its_own_layout(tiny_archive, tmp_path):
+    dm = CIFAR10DataModule(data_dir=tmp_path / "data", url=tiny_archive.url, md5=tiny_archive.md5, val_size=50)
+    dm.prepare_data()
+    dm.setup("fit")
+    write_airbench_data(dm, tmp_path / "airbench")
+    train = torch.load(tmp_path / "airbench" / "train.pt", weights_only=True)
+    test = torch.load(tmp_path / "airbench" / "test.pt", weights_only=True)
+    assert train["images"].shape == (tiny_archive.n_train, 32, 32, 3) and train["images"].dtype == torch.uint8
+    assert torch.equal(test["images"], dm.test_images.permute(0, 2, 3, 1))
+    assert torch.equal(test["labels"], dm.test_labels) and train["classes"] == list(dm.class_names)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_loop_benchmark_on_the_gpu(data_dir, capsys):
+    assert main(["loop", "--model", "lenet", "--data-dir", data_dir, "--batches", "3", "--repeats", "1",
+                 "--accelerator", "gpu"]) == 0
+    assert last_json_line(capsys)["device"].startswith("cuda")
