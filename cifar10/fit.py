@@ -34,7 +34,7 @@ from cifar10.recipes import RECIPES, recipe
 DEFAULT_MODEL = "speedrun"
 DEFAULTS: dict[str, Any] = {  # what no recipe decides
     "recipe": "default", "data_dir": "data", "data_url": None, "data_md5": None,
-    "accelerator": "auto", "devices": "auto", "strategy": "auto", "precision": "auto", "channels_last": None,
+    "accelerator": "auto", "devices": "auto", "num_nodes": 1, "strategy": "auto", "precision": "auto", "channels_last": None,
     "seed": 0,
     "limit_train_batches": 1.0, "compile": False, "deterministic": False, "logdir": "lightning_logs",
 }
@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--data-url", metavar="URL", help="archive URL, file:// works (default: the official one)")
     add("--data-md5", metavar="MD5", help="md5 of the archive at --data-url")
     add("--accelerator", choices=ACCELERATORS, help="default auto")
-    add("--devices", type=device_count, metavar="N", help="default auto")
+    add("--devices", type=device_count, metavar="N", help="devices per machine (default auto)")
+    add("--num-nodes", type=int, metavar="N", help="machines, for multi-node DDP (default 1)")
     add("--strategy", metavar="S", help="Lightning strategy, e.g. ddp (default auto)")
     add("--precision", choices=PRECISIONS, help="auto (default): bf16-mixed on a GPU that has bf16, else 32")
     add("--channels-last", action=argparse.BooleanOptionalAction,
@@ -233,8 +234,8 @@ def make_logger(s: dict[str, Any], resume: runs.ResumePoint | None) -> TensorBoa
 def make_trainer(s: dict[str, Any], logger: TensorBoardLogger, callbacks: list[L.Callback]) -> L.Trainer:
     try:
         return L.Trainer(
-            accelerator=s["accelerator"], devices=s["devices"], strategy=s["strategy"], precision=s["precision"],
-            max_epochs=s["max_epochs"], limit_train_batches=s["limit_train_batches"],
+            accelerator=s["accelerator"], devices=s["devices"], num_nodes=s["num_nodes"], strategy=s["strategy"],
+            precision=s["precision"], max_epochs=s["max_epochs"], limit_train_batches=s["limit_train_batches"],
             deterministic=is_deterministic(s), logger=logger, callbacks=callbacks, default_root_dir=s["logdir"],
             use_distributed_sampler=False)  # the DataModule shards the data itself under DDP
     except (MisconfigurationException, ValueError) as err:

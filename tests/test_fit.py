@@ -7,10 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cifar10.errors import UserError
-from cifar10.fit import given_settings, main, resolve_settings
+from cifar10.fit import given_settings, main, make_trainer, resolve_auto, resolve_settings
 from cifar10.models import model_info, model_names
 from cifar10.recipes import recipe
 
@@ -101,3 +102,18 @@ def test_val_size_and_limit_train_batches_take_counts_or_fractions():
     given = given_settings(["--val-size", "500", "--limit-train-batches", "0.25"])
     assert given["val_size"] == 500 and isinstance(given["val_size"], int)
     assert given["limit_train_batches"] == 0.25
+
+
+def test_precision_and_channels_last_follow_the_hardware_unless_given():
+    settings, _ = resolve_settings(given_settings(["--accelerator", "cpu"]))
+    assert resolve_auto(settings)["precision"] == "32" and resolve_auto(settings)["channels_last"] is False
+    settings, _ = resolve_settings(given_settings(["--accelerator", "cpu", "--precision", "bf16-mixed",
+                                                   "--channels-last"]))
+    assert resolve_auto(settings)["precision"] == "bf16-mixed" and resolve_auto(settings)["channels_last"] is True
+
+
+def test_multi_node_settings_reach_the_trainer(tmp_path):
+    settings, _ = resolve_settings(given_settings(["--accelerator", "cpu", "--devices", "2", "--num-nodes", "3",
+                                                   "--strategy", "ddp", "--logdir", str(tmp_path)]))
+    trainer = make_trainer(resolve_auto(settings), TensorBoardLogger(tmp_path), [])
+    assert trainer.num_nodes == 3 and trainer.num_devices == 2 and trainer.world_size == 6
