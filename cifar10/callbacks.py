@@ -40,7 +40,8 @@ class EpochSeed(L.Callback):
 
 
 class Throughput(L.Callback):
-    """Training images per second: images seen / time in training, validation excluded.
+    """Training images per second (images seen / time in training steps, validation excluded) and the
+    fit's wall time, both carried across a resume in the checkpoint.
 
     The device is synchronised only where the clock stops (validation start, epoch end), never per step.
     """
@@ -50,10 +51,26 @@ class Throughput(L.Callback):
         self.seconds = 0.0
         self._started: float | None = None
         self._paused = False  # the clock was running when validation started
+        self._wall_before = 0.0  # wall seconds of the run before this fit resumed it
+        self._fit_started = time.perf_counter()
 
     @property
     def images_per_s(self) -> float:
         return self.images / self.seconds if self.seconds else 0.0
+
+    @property
+    def wall_s(self) -> float:
+        return self._wall_before + time.perf_counter() - self._fit_started
+
+    def state_dict(self) -> dict[str, float]:
+        running = time.perf_counter() - self._started if self._started is not None else 0.0
+        return {"images": self.images, "seconds": self.seconds + running, "wall_s": self.wall_s}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.images, self.seconds, self._wall_before = int(state["images"]), state["seconds"], state["wall_s"]
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fit_started = time.perf_counter()
 
     def _start(self) -> None:
         self._started = time.perf_counter()

@@ -8,7 +8,6 @@ import argparse
 import inspect
 import signal
 import sys
-import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -318,10 +317,9 @@ def fit(settings: dict[str, Any], resume: runs.ResumePoint | None, extra_callbac
     trainer.log_every_n_steps = log_interval(dm, s["batch_size"])
     model = make_model(s, dm)
     rank_zero_only(print)(f"run folder: {run_dir}" + (f" (resuming {resume.ckpt})" if resume else ""))
-    started = time.perf_counter()
     if run_fit(trainer, model, dm, resume.ckpt if resume else None):
         return interrupted(s, interrupt, run_dir)
-    wall_time = time.perf_counter() - started
+    wall_time = throughput.wall_s  # of the whole run, earlier sessions included when resumed
 
     trainer.test(model, datamodule=dm, ckpt_path=best.best_model_path or None)
     results = model.test_results

@@ -70,9 +70,13 @@ def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tiny_archive, tmp_path, c
     err = capsys.readouterr().err
     assert str(last) in err and "--ckpt-path last" in err
 
+    throughput = torch.load(last, weights_only=True)["callbacks"]["Throughput"]
+    assert throughput["images"] == (8 + 3) * 32 - 6 and throughput["seconds"] > 0  # 8 batches of 32, 1 of 26
+
     assert main([*args, "--ckpt-path", "last"]) == 0
     metrics = json.loads((logs / "lenet" / "version_0" / "metrics.json").read_text())
     assert metrics["epochs"] == 3 and metrics["resumed_from"] == str(last)
+    assert metrics["wall_time_s"] > throughput["wall_s"] and metrics["train_time_s"] > throughput["seconds"]
 
 
 @pytest.mark.slow
