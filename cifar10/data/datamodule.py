@@ -51,8 +51,8 @@ class TensorBatches(BatchSampler):
         super().__init__(sampler, batch_size, drop_last=False)
         self.device = device
 
-    def __iter__(self):
-        return iter(torch.as_tensor(list(self.sampler), device=self.device).split(self.batch_size))
+    def __iter__(self):  # a generator: the order is drawn at the first batch, after Lightning's set_epoch
+        yield from torch.as_tensor(list(self.sampler), device=self.device).split(self.batch_size)
 
 
 def keep_batch(batch):
@@ -186,8 +186,8 @@ class CIFAR10DataModule(L.LightningDataModule):
                 setattr(self, name, getattr(self, name).to(device))
 
     def _loader(self, images: torch.Tensor, labels: torch.Tensor, sampler: Sampler, batch_size: int) -> DataLoader:
-        return DataLoader(TensorPairs(images, labels), batch_sampler=TensorBatches(sampler, batch_size, labels.device),
-                          collate_fn=keep_batch, num_workers=0)
+        batches = TensorBatches(sampler, batch_size, labels.device)
+        return DataLoader(TensorPairs(images, labels), batch_sampler=batches, collate_fn=keep_batch, num_workers=0)
 
     def shard(self) -> tuple[int, int]:
         """(rank, world size) of the attached trainer; this module shards the data itself under DDP."""
