@@ -49,8 +49,7 @@ class Throughput(L.Callback):
     def __init__(self) -> None:
         self.images = 0
         self.seconds = 0.0
-        self._started: float | None = None
-        self._paused = False  # the clock was running when validation started
+        self._started: float | None = None  # when the running clock started; None while stopped
         self._wall_before = 0.0  # wall seconds of the run before this fit resumed it
         self._fit_started = time.perf_counter()
 
@@ -83,20 +82,17 @@ class Throughput(L.Callback):
         self.seconds += time.perf_counter() - self._started
         self._started = None
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start()
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if self._started is None:  # the first batch of an epoch, after validation, or of a resumed epoch
+            self._start()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
         self.images += batch[1].shape[0] * trainer.world_size
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._paused = self._started is not None
         self._stop(trainer)
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._paused:
-            self._start()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._stop(trainer)

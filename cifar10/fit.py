@@ -242,6 +242,19 @@ def make_trainer(s: dict[str, Any], logger: TensorBoardLogger, callbacks: list[L
                         "and --precision.") from None
 
 
+def checkpoint_callbacks(folder: Path) -> tuple[ModelCheckpoint, ModelCheckpoint]:
+    """best.ckpt (best val/acc) and last.ckpt (every epoch's end, for resuming).
+
+    last.ckpt is a checkpoint of its own without a monitor: ModelCheckpoint's save_last writes it only
+    at the epochs that also write a best checkpoint (Lightning 2.6), which would resume from the past.
+    """
+    best = ModelCheckpoint(dirpath=folder, filename="best", monitor="val/acc", mode="max", save_top_k=1,
+                           auto_insert_metric_name=False, enable_version_counter=False)
+    last = ModelCheckpoint(dirpath=folder, filename="last", monitor=None, save_top_k=1,
+                           auto_insert_metric_name=False, enable_version_counter=False)
+    return best, last
+
+
 def log_interval(dm: CIFAR10DataModule, batch_size: int) -> int:
     """Steps between logged values: a few times an epoch even on tiny data, at most 50."""
     steps_per_epoch = -(-len(dm.train_labels) // batch_size)
@@ -303,12 +316,10 @@ def fit(settings: dict[str, Any], resume: runs.ResumePoint | None, extra_callbac
         warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     logger = make_logger(s, resume)
     run_dir = Path(logger.log_dir)
-    best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/acc", mode="max",
-                           save_last=True, save_top_k=1, auto_insert_metric_name=False,
-                           enable_version_counter=False)
+    best, last = checkpoint_callbacks(run_dir / "checkpoints")
     throughput, interrupt = Throughput(), SaveOnInterrupt(run_dir / "checkpoints" / "last.ckpt")
     trainer = make_trainer(s, logger, [  # before the download, so bad settings fail fast
-        best, LearningRateMonitor(logging_interval="step"), EpochSeed(s["seed"]), throughput, AugmentedImages(),
+        best, last, LearningRateMonitor(logging_interval="step"), EpochSeed(s["seed"]), throughput, AugmentedImages(),
         interrupt, StretchSchedule(), RunSettings({k: v for k, v in s.items() if k not in PER_INVOCATION}),
         TQDMProgressBar(refresh_rate=PROGRESS_EVERY), *extra_callbacks])
     dm = make_datamodule(s)

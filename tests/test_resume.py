@@ -87,3 +87,13 @@ def test_max_epochs_can_be_raised_under_a_one_cycle_schedule(tiny_archive, tmp_p
     assert main([*args, "--max-epochs", "2", "--ckpt-path", "last"]) == 0
     metrics = json.loads((logs / "lenet" / "version_0" / "metrics.json").read_text())
     assert metrics["epochs"] == 2
+
+
+def test_last_checkpoint_is_the_end_of_the_last_epoch(tiny_archive, tmp_path):
+    logs = tmp_path / "logs"
+    # lr 0 keeps val/acc flat after the first epoch, so later epochs write no new best.ckpt
+    assert main(tiny_fit_args(tiny_archive, tmp_path / "data", logs, "--max-epochs", "3", "--lr", "0",
+                              "--limit-train-batches", "2")) == 0
+    checkpoints = logs / "lenet" / "version_0" / "checkpoints"
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 3 * 2
+    assert torch.load(checkpoints / "best.ckpt", weights_only=True)["global_step"] == 2
