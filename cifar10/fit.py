@@ -33,9 +33,9 @@ from cifar10.recipes import RECIPES, recipe
 DEFAULT_MODEL = "speedrun"
 DEFAULTS: dict[str, Any] = {  # what no recipe decides
     "recipe": "default", "data_dir": "data", "data_url": None, "data_md5": None,
-    "accelerator": "auto", "devices": "auto", "num_nodes": 1, "strategy": "auto", "precision": "auto", "channels_last": None,
-    "seed": 0,
-    "limit_train_batches": 1.0, "compile": False, "deterministic": False, "logdir": "lightning_logs",
+    "accelerator": "auto", "devices": "auto", "num_nodes": 1, "strategy": "auto", "precision": "auto",
+    "channels_last": None, "compile": False, "deterministic": False, "seed": 0, "limit_train_batches": 1.0,
+    "logdir": "lightning_logs",
 }
 PER_INVOCATION = ("ckpt_path", "config")  # never inherited by a resumed run
 PRECISIONS = ("auto", "32", "16-mixed", "bf16-mixed")
@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="deterministic algorithms (always on with the CPU)")
     group = parser.add_argument_group("recipe settings (defaults come from --recipe)")
     group.add_argument("--max-epochs", type=int, metavar="N")
-    group.add_argument("--batch-size", type=int, metavar="N")
+    group.add_argument("--batch-size", type=int, metavar="N",
+                       help="per process: under DDP the global batch is N x processes")
     group.add_argument("--lr", type=float, metavar="F", help="(peak) learning rate")
     group.add_argument("--optimizer", choices=("sgd", "adam", "adamw"))
     group.add_argument("--momentum", type=float, metavar="F")

@@ -62,7 +62,8 @@ def time_lightning(s: dict, dm: CIFAR10DataModule, batches: int, logdir: str) ->
     trainer = L.Trainer(accelerator=s["accelerator"], devices=1, precision=s["precision"], max_epochs=1,
                         limit_train_batches=batches, limit_val_batches=0, num_sanity_val_steps=0,
                         enable_checkpointing=False, logger=TensorBoardLogger(logdir, name="loop"),
-                        callbacks=[LearningRateMonitor(logging_interval="step"), TQDMProgressBar(refresh_rate=fit.PROGRESS_EVERY)],
+                        callbacks=[LearningRateMonitor(logging_interval="step"),
+                                   TQDMProgressBar(refresh_rate=fit.PROGRESS_EVERY)],
                         log_every_n_steps=every)
     started = time.perf_counter()
     trainer.fit(model, datamodule=dm)
@@ -129,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
         "torch": torch.__version__, "lightning": L.__version__,
         "lightning_s": round(best["lightning"], 3), "plain_s": round(best["plain"], 3),
         "overhead": round(best["lightning"] / best["plain"] - 1, 4),
-        "lightning_images_per_s": round(images / best["lightning"]), "plain_images_per_s": round(images / best["plain"]),
+        "lightning_images_per_s": round(images / best["lightning"]),
+        "plain_images_per_s": round(images / best["plain"]),
         "lightning_train_loss": round(losses["lightning"], 4), "plain_train_loss": round(losses["plain"], 4),
     }))
     return 0
