@@ -10,6 +10,7 @@ import pytest
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from cifar10.checkpoint import load_checkpoint
 from cifar10.errors import UserError
 from cifar10.fit import given_settings, main, make_trainer, resolve_auto, resolve_settings
 from cifar10.models import model_info, model_names
@@ -117,3 +118,14 @@ def test_multi_node_settings_reach_the_trainer(tmp_path):
                                                    "--strategy", "ddp", "--logdir", str(tmp_path)]))
     trainer = make_trainer(resolve_auto(settings), TensorBoardLogger(tmp_path), [])
     assert trainer.num_nodes == 3 and trainer.num_devices == 2 and trainer.world_size == 6
+
+
+@pytest.mark.slow
+def test_compiled_run_writes_plain_checkpoints(tiny_archive, tmp_path):
+    args = tiny_fit_args(tiny_archive, tmp_path, "--compile", "--max-epochs", "1")
+    args[args.index("lenet")] = "mlp"  # the quickest network to compile
+    assert main(args) == 0
+    run_dir = tmp_path / "logs" / "mlp" / "version_0"
+    assert json.loads((run_dir / "metrics.json").read_text())["settings"]["compile"] is True
+    model, meta = load_checkpoint(run_dir / "checkpoints" / "best.ckpt")
+    assert meta.model == "mlp" and not any("_orig_mod" in key for key in model.state_dict())
