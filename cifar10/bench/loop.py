@@ -55,8 +55,8 @@ def fresh_model(s: dict, dm: CIFAR10DataModule) -> ClassifierModule:
     return fit.make_model(s, dm)
 
 
-def time_lightning(s: dict, dm: CIFAR10DataModule, batches: int, logdir: str) -> tuple[float, float]:
-    """Seconds for trainer.fit over one epoch of `batches` batches, and the epoch's train loss."""
+def time_lightning(s: dict, dm: CIFAR10DataModule, batches: int, logdir: str) -> tuple[float, float, float]:
+    """Seconds for trainer.fit over one epoch of `batches` batches, and the epoch's train loss and accuracy."""
     model = fresh_model(s, dm)
     every = fit.log_interval(dm, s["batch_size"])
     trainer = L.Trainer(accelerator=s["accelerator"], devices=1, precision=s["precision"], max_epochs=1,
@@ -68,11 +68,12 @@ def time_lightning(s: dict, dm: CIFAR10DataModule, batches: int, logdir: str) ->
     started = time.perf_counter()
     trainer.fit(model, datamodule=dm)
     seconds = time.perf_counter() - started
-    return seconds, float(trainer.callback_metrics["train/loss_epoch"])
+    metrics = trainer.callback_metrics
+    return seconds, float(metrics["train/loss_epoch"]), float(metrics["train/acc"])
 
 
-def time_plain(s: dict, dm: CIFAR10DataModule, batches: int, device: torch.device) -> tuple[float, float]:
-    """Seconds for the same epoch as a hand-written loop, and its mean train loss."""
+def time_plain(s: dict, dm: CIFAR10DataModule, batches: int, device: torch.device) -> tuple[float, float, float]:
+    """Seconds for the same epoch as a hand-written loop, and its train loss and accuracy."""
     started = time.perf_counter()
     model = fresh_model(s, dm).to(device).train()
     built = build_optimizer(model.hparams, model.parameters(), batches)
@@ -98,8 +99,8 @@ def time_plain(s: dict, dm: CIFAR10DataModule, batches: int, device: torch.devic
         loss_sum += loss.detach() * len(labels)
         correct += (logits.argmax(1) == labels).sum()
         seen += len(labels)
-    mean_loss = float(loss_sum) / seen  # the one host synchronisation, at the end
-    return time.perf_counter() - started, mean_loss
+    loss, acc = float(loss_sum) / seen, float(correct) / seen  # the one host synchronisation, at the end
+    return time.perf_counter() - started, loss, acc
 
 
 def run(args: argparse.Namespace) -> int:
@@ -112,12 +113,12 @@ def run(args: argparse.Namespace) -> int:
     dm.move_to(device)
     batches = min(args.batches or len(dm.train_dataloader()), len(dm.train_dataloader()))
     best = {"lightning": float("inf"), "plain": float("inf")}
-    losses = {}
+    finals = {}
     with tempfile.TemporaryDirectory() as logdir:
         for repeat in range(args.repeats):
             timed = {"lightning": time_lightning(s, dm, batches, logdir), "plain": time_plain(s, dm, batches, device)}
-            for side, (seconds, loss) in timed.items():
-                best[side], losses[side] = min(best[side], seconds), loss
+            for side, (seconds, *loss_acc) in timed.items():
+                best[side], finals[side] = min(best[side], seconds), loss_acc
             print(f"run {repeat + 1}: lightning {timed['lightning'][0]:.2f} s, plain {timed['plain'][0]:.2f} s",
                   flush=True)
     images = batches * s["batch_size"]
@@ -132,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         "overhead": round(best["lightning"] / best["plain"] - 1, 4),
         "lightning_images_per_s": round(images / best["lightning"]),
         "plain_images_per_s": round(images / best["plain"]),
-        "lightning_train_loss": round(losses["lightning"], 4), "plain_train_loss": round(losses["plain"], 4),
+        "lightning_train_loss": round(finals["lightning"][0], 4), "plain_train_loss": round(finals["plain"][0], 4),
+        "lightning_train_acc": round(finals["lightning"][1], 4), "plain_train_acc": round(finals["plain"][1], 4),
     }))
     return 0

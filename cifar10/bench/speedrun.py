@@ -46,9 +46,9 @@ def import_airbench():
     return airbench
 
 
-def ours(data_dir: str, seed: int, logdir: Path, extra: list[str], epochs: list[str] = ()) -> dict:
+def ours(data_dir: str, seed: int, logdir: Path, extra: list[str]) -> dict:
     args = ["--model", "speedrun", "--accelerator", "gpu", "--data-dir", data_dir, "--seed", str(seed),
-            "--logdir", str(logdir), *epochs, *extra]
+            "--logdir", str(logdir), *extra]
     if fit.main(args) != 0:
         raise UserError(f"our speedrun fit failed: python -m cifar10.fit {' '.join(args)}")
     run = sorted((logdir / "speedrun").iterdir(), key=lambda p: int(p.name.split("_")[1]))[-1]
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     extra = args.fit_args.split()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        ours(args.data_dir, 0, tmp / "warmup", extra, ["--max-epochs", "1"])
+        ours(args.data_dir, 0, tmp / "warmup", [*extra, "--max-epochs", "1"])
         result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "seeds": args.seeds,
                   "fit_args": args.fit_args, "ours": summarise([ours(args.data_dir, s, tmp / "ours", extra)
                                                                 for s in range(args.seeds)])}
