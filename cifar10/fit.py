@@ -296,13 +296,16 @@ def summary(metrics: dict[str, Any]) -> str:
 
 
 def log_report(logger: TensorBoardLogger, step: int, settings: dict[str, Any], metrics: dict[str, Any],
-               confusion: Any, class_names: list[str]) -> None:
+               results: dict[str, Any], class_names: list[str]) -> None:
     """Test figures and the hyper-parameters with their final metrics (the HPARAMS tab)."""
     experiment = logger.experiment
     experiment.add_figure("test/per_class_accuracy",
                           reporting.per_class_accuracy_figure(metrics["per_class_acc"]), global_step=step)
-    experiment.add_figure("test/confusion_matrix", reporting.confusion_matrix_figure(confusion, class_names),
-                          global_step=step)
+    experiment.add_figure("test/confusion_matrix",
+                          reporting.confusion_matrix_figure(results["confusion"], class_names), global_step=step)
+    wrong = results["misclassified"]
+    experiment.add_figure("test/misclassified", reporting.misclassified_figure(
+        wrong["images"], wrong["preds"], wrong["targets"], class_names), global_step=step)
     params = {k: v for k, v in settings.items() if k not in PER_INVOCATION} | {"params": metrics["params"]}
     logger.log_hyperparams(params, metrics={"hp/test_acc": metrics["test_acc"],
                                             "hp/best_val_acc": metrics["best_val_acc"] or 0.0})
@@ -345,7 +348,7 @@ def fit(settings: dict[str, Any], resume: runs.ResumePoint | None, extra_callbac
         "best_ckpt": best.best_model_path, "resumed_from": str(resume.ckpt) if resume else None, "settings": s,
     }
     if trainer.is_global_zero:
-        log_report(logger, trainer.global_step, s, metrics, results["confusion"], list(dm.class_names))
+        log_report(logger, trainer.global_step, s, metrics, results, list(dm.class_names))
         runs.write_metrics(run_dir, metrics)
         print("\n" + summary(metrics) + f"\n\nrun folder: {run_dir}")
     return 0

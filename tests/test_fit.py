@@ -55,7 +55,8 @@ def test_cli_writes_checkpoints_metrics_and_tensorboard(tiny_archive, tmp_path):
     scalars = set(tags["scalars"])
     assert {"train/loss_step", "train/loss_epoch", "train/acc", "val/loss", "val/acc", "test/acc"} <= scalars
     assert any(tag.startswith("lr") for tag in scalars), scalars
-    assert {"train/augmented_images", "test/per_class_accuracy", "test/confusion_matrix"} <= set(tags["images"])
+    assert {"train/augmented_images", "test/per_class_accuracy", "test/confusion_matrix",
+            "test/misclassified"} <= set(tags["images"])
     assert hparams, "no hparams plugin data"
 
 

@@ -200,6 +200,9 @@ def test_test_step_fills_test_results():
     assert sum(map(sum, results["confusion"])) == 20
     correct = sum(results["confusion"][i][i] for i in range(10))
     assert results["acc"] == pytest.approx(correct / 20)
+    wrong = results["misclassified"]
+    assert len(wrong["preds"]) == 20 - correct and bool((wrong["preds"] != wrong["targets"]).all())
+    assert wrong["images"].dtype == torch.uint8 and wrong["images"].shape == (20 - correct, 3, 32, 32)
 
 
 def test_channels_last_gives_the_same_logits():
