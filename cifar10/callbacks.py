@@ -1,4 +1,4 @@
-"""Lightning callbacks of the fit command: epoch seeding, throughput, an image grid, Ctrl-C saving."""
+"""Lightning callbacks of the fit command: per-batch seeding, throughput, an image grid, Ctrl-C saving."""
 
 import time
 from pathlib import Path
@@ -13,30 +13,23 @@ import torch  # noqa: E402
 from torch.optim.lr_scheduler import CosineAnnealingLR, OneCycleLR  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
-
-def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
-    """A distinct, reproducible seed for each (seed, epoch, DDP rank)."""
-    return seed * 1_000_003 + epoch + rank * 100_003
+from cifar10.data.datamodule import GLOBAL_STREAM, stream_seed  # noqa: E402
 
 
-class EpochSeed(L.Callback):
-    """Reseed the global torch RNG (dropout) from (seed, epoch) at the first training batch of each epoch.
+class BatchSeed(L.Callback):
+    """Reseed the global torch RNG (dropout) from (seed, epoch, batch, rank) before each training batch.
 
-    The random state inside epoch e then does not depend on what ran before it, so a run resumed from
-    a checkpoint draws the same numbers as one never interrupted. It happens at the first batch rather
-    than at epoch start because Lightning creates the epoch's DataLoader iterator, which draws from the
-    global RNG, before epoch start in the first epoch of a fit and after it in later ones.
+    The random numbers of a batch then do not depend on what ran before it, so a run resumed from a
+    checkpoint, even one saved mid-epoch by Ctrl-C, draws the same numbers as one never interrupted.
+    Seeding is host-side bookkeeping, also for CUDA generators: no device synchronisation.
     """
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
-        self.epoch: int | None = None  # the epoch last seeded
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
-        if self.epoch != trainer.current_epoch:
-            self.epoch = trainer.current_epoch
-            torch.manual_seed(epoch_seed(self.seed, self.epoch, trainer.global_rank))
+        torch.manual_seed(stream_seed(self.seed, trainer.current_epoch, GLOBAL_STREAM, trainer.global_rank, batch_idx))
 
 
 class Throughput(L.Callback):

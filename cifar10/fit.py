@@ -22,7 +22,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from cifar10 import reporting, runs
-from cifar10.callbacks import (AugmentedImages, EpochSeed, RunSettings, SaveOnInterrupt, StretchSchedule,
+from cifar10.callbacks import (AugmentedImages, BatchSeed, RunSettings, SaveOnInterrupt, StretchSchedule,
                                Throughput)
 from cifar10.data import AUGMENT_PRESETS, NORMALIZE_PRESETS, CIFAR10DataModule
 from cifar10.errors import UserError, exits_cleanly
@@ -323,7 +323,7 @@ def fit(settings: dict[str, Any], resume: runs.ResumePoint | None, extra_callbac
     best, last = checkpoint_callbacks(run_dir / "checkpoints")
     throughput, interrupt = Throughput(), SaveOnInterrupt(run_dir / "checkpoints" / "last.ckpt")
     trainer = make_trainer(s, logger, [  # before the download, so bad settings fail fast
-        best, last, LearningRateMonitor(logging_interval="step"), EpochSeed(s["seed"]), throughput, AugmentedImages(),
+        best, last, LearningRateMonitor(logging_interval="step"), BatchSeed(s["seed"]), throughput, AugmentedImages(),
         interrupt, StretchSchedule(), RunSettings({k: v for k, v in s.items() if k not in PER_INVOCATION}),
         TQDMProgressBar(refresh_rate=PROGRESS_EVERY), *extra_callbacks])
     dm = make_datamodule(s)

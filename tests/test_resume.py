@@ -97,3 +97,14 @@ def test_last_checkpoint_is_the_end_of_the_last_epoch(tiny_archive, tmp_path):
     checkpoints = logs / "lenet" / "version_0" / "checkpoints"
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 3 * 2
     assert torch.load(checkpoints / "best.ckpt", weights_only=True)["global_step"] == 2
+
+
+@pytest.mark.slow
+def test_run_interrupted_mid_epoch_ends_like_an_uninterrupted_one(tiny_archive, tmp_path):
+    """Ctrl-C at batch 3 of epoch 1, then --ckpt-path last == 3 epochs straight (dropout, crop-flip, one-cycle)."""
+    data = tmp_path / "data"
+    args = lambda logdir: tiny_fit_args(tiny_archive, data, logdir, "--max-epochs", "3")  # noqa: E731
+    assert main(args(tmp_path / "straight")) == 0
+    assert main(args(tmp_path / "split"), callbacks=[InterruptAt(epoch=1, batch=3)]) == 130
+    assert main([*args(tmp_path / "split"), "--ckpt-path", "last"]) == 0
+    assert_same_run(tmp_path / "straight", tmp_path / "split")

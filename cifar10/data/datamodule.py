@@ -1,5 +1,6 @@
 """CIFAR10DataModule: uint8 tensors held once, batches by one fancy-index, augmentation on the device."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -13,12 +14,12 @@ from cifar10.data.batches import read_class_names, read_split
 from cifar10.data.download import OFFICIAL_MD5, OFFICIAL_URL, ensure_extracted
 from cifar10.errors import UserError
 
-SAMPLER_STREAM, AUGMENT_STREAM = 0, 1
+SAMPLER_STREAM, AUGMENT_STREAM, GLOBAL_STREAM = 0, 1, 2  # GLOBAL: torch's own RNG (dropout)
 
 
-def stream_seed(seed: int, epoch: int, stream: int, rank: int = 0) -> int:
-    """A well-mixed 63-bit seed for one (seed, epoch, stream, rank)."""
-    entropy = (seed % 2**64, epoch, stream) + ((rank,) if rank else ())
+def stream_seed(seed: int, epoch: int, stream: int, rank: int = 0, batch: int | None = None) -> int:
+    """A well-mixed 63-bit seed for one (seed, epoch, stream, rank[, batch])."""
+    entropy = (seed % 2**64, epoch, stream, rank) + (() if batch is None else (batch,))
     return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> 1)
 
 
@@ -44,15 +45,19 @@ class TensorBatches(BatchSampler):
     """A BatchSampler that yields each batch's indices as one tensor on `device`.
 
     The epoch's order is copied to the device once, so a CUDA run makes no host-to-device copy, and
-    no host synchronisation, per step.
+    no host synchronisation, per step. `skip(epoch)` says how many batches of that epoch were done
+    before the run was interrupted; those are left out, so a resumed epoch goes on where it stopped.
     """
 
-    def __init__(self, sampler: Sampler[int], batch_size: int, device: torch.device) -> None:
+    def __init__(self, sampler: Sampler[int], batch_size: int, device: torch.device,
+                 skip: Callable[[int], int] = lambda epoch: 0) -> None:
         super().__init__(sampler, batch_size, drop_last=False)
-        self.device = device
+        self.device, self.skip = device, skip
 
     def __iter__(self):  # a generator: the order is drawn at the first batch, after Lightning's set_epoch
-        yield from torch.as_tensor(list(self.sampler), device=self.device).split(self.batch_size)
+        done = self.skip(getattr(self.sampler, "epoch", 0))
+        done = 0 if done >= len(self) else done  # a whole epoch done: the checkpoint came after it
+        yield from torch.as_tensor(list(self.sampler), device=self.device).split(self.batch_size)[done:]
 
 
 def keep_batch(batch):
@@ -145,7 +150,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.train_images = self.train_labels = self.val_images = self.val_labels = None
         self.test_images = self.test_labels = None
         self._generator: torch.Generator | None = None
-        self._generator_key: tuple | None = None
+        self._resume_at: tuple[int, int] | None = None  # (epoch, batches done) of an interrupted run
 
     def prepare_data(self) -> None:
         ensure_extracted(self.data_dir, self.url, self.md5)
@@ -185,8 +190,9 @@ class CIFAR10DataModule(L.LightningDataModule):
             if getattr(self, name) is not None:
                 setattr(self, name, getattr(self, name).to(device))
 
-    def _loader(self, images: torch.Tensor, labels: torch.Tensor, sampler: Sampler, batch_size: int) -> DataLoader:
-        batches = TensorBatches(sampler, batch_size, labels.device)
+    def _loader(self, images: torch.Tensor, labels: torch.Tensor, sampler: Sampler, batch_size: int,
+                skip: Callable[[int], int] = lambda epoch: 0) -> DataLoader:
+        batches = TensorBatches(sampler, batch_size, labels.device, skip)
         return DataLoader(TensorPairs(images, labels), batch_sampler=batches, collate_fn=keep_batch, num_workers=0)
 
     def shard(self) -> tuple[int, int]:
@@ -201,7 +207,26 @@ class CIFAR10DataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         sampler = EpochShuffler(len(self.train_labels), self.seed, *self.shard())
-        return self._loader(self.train_images, self.train_labels, sampler, self.batch_size)
+        return self._loader(self.train_images, self.train_labels, sampler, self.batch_size, self._batches_done)
+
+    def _batches_done(self, epoch: int) -> int:
+        """Batches of `epoch` trained before the checkpoint this run resumed from (once; else 0)."""
+        if self._resume_at is None or self._resume_at[0] != epoch:
+            return 0
+        done, self._resume_at = self._resume_at[1], None
+        return done
+
+    def state_dict(self) -> dict[str, int]:
+        """Where training stands, saved in every checkpoint: a mid-epoch resume skips the batches done."""
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != "fit":
+            return {}
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        return {"epoch": trainer.current_epoch, "batches_done": done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state:
+            self._resume_at = (state["epoch"], state["batches_done"])
 
     def _eval_loader(self, images: torch.Tensor, labels: torch.Tensor) -> DataLoader:
         return self._loader(images, labels, Shard(len(labels), *self.shard()), self.eval_batch_size)
@@ -221,14 +246,14 @@ class CIFAR10DataModule(L.LightningDataModule):
         return normalize(images, self.mean, self.std)
 
     def augment_generator(self, device: torch.device) -> torch.Generator:
-        """The augmentation generator, reseeded from (seed, epoch) at each new epoch of each fit."""
+        """The augmentation generator, seeded from (seed, epoch, rank, batch) for each training batch, so a
+        run resumed mid-epoch draws what an uninterrupted one does."""
         trainer = self.trainer
-        key = (id(trainer), trainer.current_epoch, device)
-        if self._generator_key != key:
-            self._generator = torch.Generator(device).manual_seed(
-                stream_seed(self.seed, trainer.current_epoch, AUGMENT_STREAM, trainer.global_rank))
-            self._generator_key = key
-        return self._generator
+        batch = trainer.fit_loop.epoch_loop.batch_progress.current.ready  # the batch being transferred
+        if self._generator is None or self._generator.device != device:
+            self._generator = torch.Generator(device)
+        seed = stream_seed(self.seed, trainer.current_epoch, AUGMENT_STREAM, trainer.global_rank, batch)
+        return self._generator.manual_seed(seed)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if isinstance(batch, torch.Tensor):  # the model's example_input_array (ModelSummary), not a batch
