@@ -1,5 +1,6 @@
 """The one exception type that command-line entry points turn into a clear message."""
 
+import argparse
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -7,6 +8,17 @@ from functools import wraps
 
 class UserError(Exception):
     """Bad input from the user: the message says what was wrong and how to fix it."""
+
+
+class CliParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are UserErrors that point at --help (`for <hint>`)."""
+
+    def __init__(self, *args, hint: str = "usage", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.hint = hint
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{message}. Run `{self.prog} --help` for {self.hint}.")
 
 
 def exits_cleanly(main: Callable[..., int | None]) -> Callable[..., int]:

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from cifar10 import reporting
 from cifar10.checkpoint import Meta, load_checkpoint
 from cifar10.data import CIFAR10DataModule
-from cifar10.errors import UserError, exits_cleanly
+from cifar10.errors import CliParser, UserError, exits_cleanly
 
 MAX_MISCLASSIFIED = 36
 
@@ -30,16 +30,11 @@ class Evaluation:
     wrong_targets: Tensor
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"{message}. Run `python -m cifar10.evaluate --help` for usage.")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m cifar10.evaluate",
-                     description="Test a checkpoint on the CIFAR-10 test set: print accuracy, accuracy per "
-                     "class and the confusion matrix, and write confusion_matrix.png, per_class_accuracy.png, "
-                     "misclassified.png, curves.png (from the run's TensorBoard logs) and report.json.")
+    parser = CliParser(prog="python -m cifar10.evaluate",
+                       description="Test a checkpoint on the CIFAR-10 test set: print accuracy, accuracy per "
+                       "class and the confusion matrix, and write confusion_matrix.png, per_class_accuracy.png, "
+                       "misclassified.png, curves.png (from the run's TensorBoard logs) and report.json.")
     add = parser.add_argument
     add("--ckpt", required=True, metavar="PATH", help="checkpoint written by `python -m cifar10.fit`")
     add("--data-dir", default="data", metavar="DIR", help="where CIFAR-10 is (or gets) downloaded (default data)")

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from cifar10.checkpoint import Meta, load_checkpoint
-from cifar10.errors import UserError, exits_cleanly
+from cifar10.errors import CliParser, UserError, exits_cleanly
 
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts"}
 
@@ -28,13 +28,8 @@ class ExportedClassifier(nn.Module):
         return self.net((images - self.mean) / self.std)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"{message}. Run `python -m cifar10.export --help` for usage.")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = CliParser(
         prog="python -m cifar10.export",
         description="Export a checkpoint to ONNX or TorchScript. The exported model takes float32 RGB images "
         "with values in [0, 1], shape (N, 3, 32, 32), and returns logits (N, 10): the checkpoint's "

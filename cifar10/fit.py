@@ -25,7 +25,7 @@ from cifar10 import reporting, runs
 from cifar10.callbacks import (AugmentedImages, BatchSeed, RunSettings, SaveOnInterrupt, StretchSchedule,
                                Throughput)
 from cifar10.data import AUGMENT_PRESETS, NORMALIZE_PRESETS, CIFAR10DataModule
-from cifar10.errors import UserError, exits_cleanly
+from cifar10.errors import CliParser, UserError, exits_cleanly
 from cifar10.models import create_model, model_info, model_names
 from cifar10.models.base import ClassifierModule
 from cifar10.recipes import RECIPES, recipe
@@ -41,11 +41,6 @@ PER_INVOCATION = ("ckpt_path", "config")  # never inherited by a resumed run
 PRECISIONS = ("auto", "32", "16-mixed", "bf16-mixed")
 ACCELERATORS = ("auto", "cpu", "gpu")
 PROGRESS_EVERY = 10  # steps between progress-bar refreshes: each reads the shown values back from the GPU
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"{message}. Run `python -m cifar10.fit --help` for every flag and model.")
 
 
 def count_or_fraction(text: str) -> int | float:
@@ -72,9 +67,9 @@ def models_epilog() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """Every flag defaults to 'not given' (SUPPRESS), so the layers below them stay visible."""
-    parser = _Parser(prog="python -m cifar10.fit", description="Train a CIFAR-10 classifier.",
-                     epilog=models_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter,
-                     argument_default=argparse.SUPPRESS)
+    parser = CliParser(prog="python -m cifar10.fit", hint="every flag and model",
+                       description="Train a CIFAR-10 classifier.", epilog=models_epilog(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS)
     add = parser.add_argument
     add("--model", metavar="NAME", help=f"architecture, listed below (default {DEFAULT_MODEL})")
     add("--recipe", choices=RECIPES, help="tutorial: the source's settings; default: ours (default)")

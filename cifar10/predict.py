@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 
 from cifar10 import reporting
 from cifar10.checkpoint import Meta, load_checkpoint
-from cifar10.errors import UserError, exits_cleanly
+from cifar10.errors import CliParser, UserError, exits_cleanly
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
 BATCH = 256
@@ -31,17 +31,12 @@ class Prediction:
         return {"file": self.file, "top": [{"class": c, "prob": p} for c, p in self.top]}
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"{message}. Run `python -m cifar10.predict --help` for usage.")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m cifar10.predict",
-                     description="Classify images with a checkpoint written by `python -m cifar10.fit`. Any "
-                     "image Pillow reads is converted to RGB (transparency over white), resized to 32x32 "
-                     "and normalised as the model was trained.",
-                     epilog="Exit code 1 when some file could not be read (the others are still predicted).")
+    parser = CliParser(prog="python -m cifar10.predict",
+                       description="Classify images with a checkpoint written by `python -m cifar10.fit`. Any "
+                       "image Pillow reads is converted to RGB (transparency over white), resized to 32x32 "
+                       "and normalised as the model was trained.",
+                       epilog="Exit code 1 when some file could not be read (the others are still predicted).")
     parser.add_argument("--ckpt", required=True, metavar="PATH", help="checkpoint (.ckpt) to predict with")
     parser.add_argument("--top-k", type=int, default=3, metavar="K", help="classes shown per image (default 3)")
     parser.add_argument("--json", action="store_true",
