@@ -13,6 +13,7 @@ import torch  # noqa: E402
 from torch.optim.lr_scheduler import CosineAnnealingLR, OneCycleLR  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
+from cifar10.data import denormalize  # noqa: E402
 from cifar10.data.datamodule import GLOBAL_STREAM, stream_seed  # noqa: E402
 
 
@@ -110,9 +111,7 @@ class AugmentedImages(L.Callback):
         self.logged = True
         dm = trainer.datamodule
         images, labels = batch[0][: self.max_images].float(), batch[1][: self.max_images]
-        mean = torch.tensor(dm.mean, device=images.device).view(1, 3, 1, 1)
-        std = torch.tensor(dm.std, device=images.device).view(1, 3, 1, 1)
-        pixels = (images * std + mean).clamp(0, 1).cpu()
+        pixels = denormalize(images, dm.mean, dm.std).cpu()
         names = [dm.class_names[i] for i in labels.tolist()]
         figure = image_grid_figure(pixels, names)
         trainer.logger.experiment.add_figure(self.tag, figure, global_step=trainer.global_step)

@@ -15,8 +15,7 @@ from cifar10 import reporting
 from cifar10.checkpoint import Meta, load_checkpoint
 from cifar10.data import CIFAR10DataModule
 from cifar10.errors import CliParser, UserError, exits_cleanly
-
-MAX_MISCLASSIFIED = 36
+from cifar10.models.base import MAX_MISCLASSIFIED, Misclassified
 
 
 @dataclass
@@ -79,24 +78,22 @@ def evaluate(model: torch.nn.Module, meta: Meta, loader, device: torch.device, t
     acc = MulticlassAccuracy(num_classes=n, average="micro").to(device)
     per_class = MulticlassAccuracy(num_classes=n, average=None).to(device)
     confusion = MulticlassConfusionMatrix(num_classes=n).to(device)
-    wrong: list[tuple[Tensor, Tensor, Tensor]] = []
-    n_images = n_wrong = 0
+    wrong = Misclassified()
+    n_images = 0
     for images, labels in tqdm(loader, desc="test", unit="batch", file=sys.stderr):
         images, labels = images.to(device), labels.to(device)
         preds = classify(model, meta.normalize(images), tta).argmax(dim=1)
         for metric in (acc, per_class, confusion):
             metric.update(preds, labels)
-        miss = (preds != labels).nonzero().flatten()[:MAX_MISCLASSIFIED - n_wrong]
-        wrong.append((images[miss].cpu(), preds[miss].cpu(), labels[miss].cpu()))
-        n_wrong += len(miss)
+        wrong.update(images, preds, labels)
         n_images += len(labels)
     if n_images == 0:
         raise UserError("the test split is empty: check --data-dir / --data-url.")
+    wrong_images, wrong_preds, wrong_targets = wrong.tensors()
     return Evaluation(acc=float(acc.compute()),
                       per_class_acc=dict(zip(meta.class_names, per_class.compute().tolist())),
                       confusion=confusion.compute().tolist(), n_images=n_images,
-                      wrong_images=torch.cat([w[0] for w in wrong]), wrong_preds=torch.cat([w[1] for w in wrong]),
-                      wrong_targets=torch.cat([w[2] for w in wrong]))
+                      wrong_images=wrong_images, wrong_preds=wrong_preds, wrong_targets=wrong_targets)
 
 
 def tables(result: Evaluation, class_names: list[str], tta: bool) -> str:

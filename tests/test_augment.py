@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cifar10.data.augment import (AUGMENT_PRESETS, GRAY, augment, channel_stats, color_jitter, normalize,
-                                  random_geometry, warp)
+from cifar10.data.augment import (AUGMENT_PRESETS, GRAY, augment, channel_stats, color_jitter, denormalize,
+                                  normalize, random_geometry, warp)
 from cifar10.errors import UserError
 
 
@@ -143,6 +143,8 @@ def test_normalize_formula():
     out = normalize(images, mean, std)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, expected.float())
+    assert torch.equal((denormalize(out, mean, std) * 255).round().to(torch.uint8), images)
+    assert denormalize(out + 10, mean, std).max() == 1 and denormalize(out - 10, mean, std).min() == 0
 
 
 @pytest.mark.gpu

@@ -151,6 +151,13 @@ def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, .
     return images.float().mul_(1 / (255 * std_t)).sub_(mean_t / std_t)
 
 
+def denormalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """normalize undone: float images (..., 3, H, W) back to pixels in [0, 1] (clamped)."""
+    mean_t = torch.tensor(mean, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    std_t = torch.tensor(std, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    return (x * std_t + mean_t).clamp(0, 1)
+
+
 def channel_stats(images: torch.Tensor, chunk: int = 1024) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and (population) std of uint8 images (N, 3, H, W), in 0..1 units.
 

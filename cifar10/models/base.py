@@ -8,13 +8,36 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from cifar10.data import CLASSES
+from cifar10.data import CLASSES, denormalize
 from cifar10.errors import UserError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "none")
 CHECKPOINT_FORMAT = 1
 MAX_MISCLASSIFIED = 36  # test images kept for the misclassified grid
+
+
+class Misclassified:
+    """The first `limit` wrong predictions of a pass over batches, gathered on the CPU.
+
+    Each update costs a host synchronisation until `limit` images are kept, and nothing after.
+    """
+
+    def __init__(self, limit: int = MAX_MISCLASSIFIED) -> None:
+        self.limit, self.count = limit, 0
+        self.parts: list[tuple[Tensor, Tensor, Tensor]] = []
+
+    def update(self, images: Tensor, preds: Tensor, targets: Tensor) -> None:
+        if self.count < self.limit:
+            wrong = (preds != targets).nonzero().flatten()[:self.limit - self.count]
+            self.parts.append((images[wrong].cpu(), preds[wrong].cpu(), targets[wrong].cpu()))
+            self.count += len(wrong)
+
+    def tensors(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(images, predictions, targets) of the kept ones, in the order seen."""
+        if not self.parts:
+            return torch.zeros(0, 3, 32, 32), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+        return tuple(torch.cat(parts) for parts in zip(*self.parts))
 
 
 class ClassifierModule(L.LightningModule):
@@ -67,7 +90,7 @@ class ClassifierModule(L.LightningModule):
         self.test_per_class = MulticlassAccuracy(num_classes=n, average=None)
         self.test_confusion = MulticlassConfusionMatrix(num_classes=n)
         self.test_results: dict = {}
-        self._misclassified: list[tuple[Tensor, Tensor, Tensor]] = []
+        self.test_misclassified = Misclassified()
 
     def build_net(self) -> nn.Module:
         raise NotImplementedError("each architecture defines its layers in build_net")
@@ -99,32 +122,23 @@ class ClassifierModule(L.LightningModule):
         self.test_acc(logits, labels)
         self.test_per_class.update(logits, labels)
         self.test_confusion.update(logits, labels)
-        self.keep_misclassified(images, logits.argmax(1), labels)
+        self.test_misclassified.update(images, logits.argmax(1), labels)
         self.log("test/loss", F.cross_entropy(logits, labels), on_epoch=True, sync_dist=True)
         self.log("test/acc", self.test_acc, on_epoch=True)
 
-    def keep_misclassified(self, images: Tensor, preds: Tensor, labels: Tensor) -> None:
-        """Keep the first MAX_MISCLASSIFIED wrong predictions of the test (a host sync per batch until then)."""
-        kept = sum(len(p) for _, p, _ in self._misclassified)
-        if kept < MAX_MISCLASSIFIED:
-            wrong = (preds != labels).nonzero().flatten()[:MAX_MISCLASSIFIED - kept]
-            self._misclassified.append((images[wrong].float().cpu(), preds[wrong].cpu(), labels[wrong].cpu()))
-
     def on_test_epoch_end(self) -> None:
         per_class = self.test_per_class.compute().tolist()
-        images, preds, targets = (torch.cat(parts) for parts in zip(*self._misclassified)) if self._misclassified \
-            else (torch.zeros(0, 3, 32, 32), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
-        mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (self.hparams.mean, self.hparams.std))
+        images, preds, targets = self.test_misclassified.tensors()
+        pixels = denormalize(images, self.hparams.mean, self.hparams.std)
         self.test_results = {
             "acc": float(self.test_acc.compute()),
             "per_class_acc": dict(zip(self.hparams.class_names, per_class)),
             "confusion": self.test_confusion.compute().tolist(),
-            "misclassified": {"images": ((images * std + mean) * 255).round().clamp(0, 255).to(torch.uint8),
-                              "preds": preds, "targets": targets},
+            "misclassified": {"images": (pixels * 255).round().to(torch.uint8), "preds": preds, "targets": targets},
         }
         self.test_per_class.reset()
         self.test_confusion.reset()
-        self._misclassified = []
+        self.test_misclassified = Misclassified()
 
     def predict_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> Tensor:
         """Logits for a batch of images, or of (images, labels) as the data module yields them."""
