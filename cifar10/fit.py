@@ -27,7 +27,7 @@ from cifar10.callbacks import (AugmentedImages, BatchSeed, RunSettings, SaveOnIn
 from cifar10.data import AUGMENT_PRESETS, NORMALIZE_PRESETS, CIFAR10DataModule
 from cifar10.errors import CliParser, UserError, exits_cleanly
 from cifar10.models import create_model, model_info, model_names
-from cifar10.models.base import ClassifierModule
+from cifar10.models.base import SCHEDULES, TTA_MODES, ClassifierModule
 from cifar10.recipes import RECIPES, recipe
 
 DEFAULT_MODEL = "speedrun"
@@ -97,7 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--nesterov", action=argparse.BooleanOptionalAction)
     group.add_argument("--weight-decay", type=float, metavar="F")
     group.add_argument("--label-smoothing", type=float, metavar="F")
-    group.add_argument("--schedule", choices=("onecycle", "cosine", "none"))
+    group.add_argument("--schedule", choices=SCHEDULES, help="per step: onecycle, triangle (airbench's), cosine, none")
+    group.add_argument("--bias-lr-scale", type=float, metavar="F",
+                       help="BatchNorm biases train at F x lr, with the same weight decay per step")
+    group.add_argument("--tta", choices=TTA_MODES, help="test-time augmentation for the test accuracy")
     group.add_argument("--augment", choices=AUGMENT_PRESETS)
     group.add_argument("--normalize", choices=NORMALIZE_PRESETS)
     group.add_argument("--val-size", type=count_or_fraction, metavar="N|F",
@@ -331,7 +334,9 @@ def fit(settings: dict[str, Any], resume: runs.ResumePoint | None, extra_callbac
         return interrupted(s, interrupt, run_dir)
     wall_time = throughput.wall_s  # of the whole run, earlier sessions included when resumed
 
-    trainer.test(model, datamodule=dm, ckpt_path=best.best_model_path or None)
+    # the best checkpoint by val/acc, unless validation ran on the test split: then the final weights
+    tested = best.best_model_path if dm.val_images is not None else ""
+    trainer.test(model, datamodule=dm, ckpt_path=tested or None)
     results = model.test_results
     metrics = {
         "model": s["model"], "params": sum(p.numel() for p in model.parameters()),
@@ -340,7 +345,8 @@ def fit(settings: dict[str, Any], resume: runs.ResumePoint | None, extra_callbac
         "best_val_acc": None if best.best_model_score is None else float(best.best_model_score),
         "test_acc": float(results["acc"]), "per_class_acc": results["per_class_acc"],
         "recipe": s["recipe"], "seed": s["seed"], "precision": s["precision"], "device": device_name(trainer),
-        "best_ckpt": best.best_model_path, "resumed_from": str(resume.ckpt) if resume else None, "settings": s,
+        "best_ckpt": best.best_model_path, "tested": tested or "final weights",
+        "resumed_from": str(resume.ckpt) if resume else None, "settings": s,
     }
     if trainer.is_global_zero:
         log_report(logger, trainer.global_step, s, metrics, results, list(dm.class_names))

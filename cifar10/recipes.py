@@ -24,6 +24,8 @@ class Recipe:
     betas: tuple[float, float] = (0.9, 0.999)
     schedule: str = "none"
     label_smoothing: float = 0.0
+    bias_lr_scale: float = 1.0  # BatchNorm biases train at this multiple of lr (same decay per step)
+    tta: str = "none"  # test-time augmentation of the test accuracy: none, flip, flip-shift
     batch_size: int = 256
     max_epochs: int = 30
     augment: str = "crop-flip"
@@ -35,6 +37,13 @@ class Recipe:
 def _ours(**overrides) -> Recipe:
     return Recipe(**{"nesterov": True, "schedule": "onecycle", **overrides})
 
+
+# airbench94's settings, converted to a mean loss: its lr 11.5 and wd 0.0153 are per 1024 summed examples
+# and divided by 1 + 1/(1 - momentum), giving lr 1.5 and a decay of 0.0153/7.67 = 2.0e-3 = lr x 1.33e-3
+# per step. It trains on all 50,000 images for 9.9 epochs (we do 10) and reports accuracy with TTA.
+AIRBENCH94 = Recipe(lr=1.5, momentum=0.85, nesterov=True, weight_decay=1.33e-3, schedule="triangle", label_smoothing=0.2,
+                    bias_lr_scale=64.0, tta="flip-shift", batch_size=1024, max_epochs=10, augment="shift-altflip",
+                    val_size=0)
 
 TUTORIAL: dict[str, Recipe] = {
     "mlp": Recipe(lr=0.1, momentum=0.0, weight_decay=1e-4, max_epochs=100, augment="none"),
@@ -50,10 +59,7 @@ TUTORIAL: dict[str, Recipe] = {
     "cnn-bn": Recipe(optimizer="adam", lr=1e-3, weight_decay=0.0, batch_size=128, max_epochs=50),  # lr, batch unstated
     # kuangliu/pytorch-cifar: SGD 0.1, momentum 0.9, wd 5e-4, cosine over 200 epochs, batch 128
     "resnet18": Recipe(lr=0.1, schedule="cosine", batch_size=128, max_epochs=200),
-    # airbench94's settings converted to a mean loss (its lr 11.5 and wd 0.0153 are per 1024 summed
-    # examples, scaled by 1 + 1/(1 - momentum)); it trains on all 50,000 images
-    "speedrun": Recipe(lr=1.5, momentum=0.85, nesterov=True, weight_decay=1.3e-3, schedule="onecycle",
-                       label_smoothing=0.2, batch_size=1024, max_epochs=10, val_size=0),
+    "speedrun": AIRBENCH94,
 }
 
 DEFAULT: dict[str, Recipe] = {
@@ -65,8 +71,7 @@ DEFAULT: dict[str, Recipe] = {
     "convnet": _ours(optimizer="adamw", lr=1e-3, weight_decay=0.05, max_epochs=20),
     "cnn-bn": _ours(lr=0.05, label_smoothing=0.1, max_epochs=30),
     "resnet18": _ours(lr=0.1, label_smoothing=0.1, max_epochs=30),
-    "speedrun": _ours(lr=1.5, momentum=0.85, weight_decay=1.3e-3, label_smoothing=0.2, batch_size=1024,
-                      max_epochs=10),
+    "speedrun": AIRBENCH94,  # until tuned on a GPU
 }
 
 RECIPES: dict[str, dict[str, Recipe]] = {"tutorial": TUTORIAL, "default": DEFAULT}

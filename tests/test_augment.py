@@ -124,7 +124,7 @@ def test_heavy_keeps_the_value_range_and_brightness_bounds():
 
 
 def test_unknown_preset_lists_the_valid_ones():
-    with pytest.raises(UserError, match="none, flip, crop-flip, flip-rotate, heavy"):
+    with pytest.raises(UserError, match="none, flip, crop-flip, shift-altflip, flip-rotate, heavy"):
         augment(random_images(2), "mixup", gen())
 
 

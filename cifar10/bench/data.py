@@ -47,6 +47,7 @@ def torchvision_transforms(preset: str) -> list[v2.Transform]:
         "none": [],
         "flip": [flip],
         "crop-flip": [v2.RandomCrop(32, padding=4), flip],
+        "shift-altflip": [v2.RandomCrop(32, padding=2, padding_mode="reflect"), flip],  # per-sample: random flips
         "flip-rotate": [flip, v2.RandomRotation(10)],
         "heavy": [flip, v2.RandomRotation(10), v2.RandomAffine(0, shear=10, scale=(0.8, 1.2)),
                   v2.ColorJitter(0.2, 0.2, 0.2)],

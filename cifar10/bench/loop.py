@@ -76,7 +76,7 @@ def time_plain(s: dict, dm: CIFAR10DataModule, batches: int, device: torch.devic
     """Seconds for the same epoch as a hand-written loop, and its train loss and accuracy."""
     started = time.perf_counter()
     model = fresh_model(s, dm).to(device).train()
-    built = build_optimizer(model.hparams, model.parameters(), batches)
+    built = build_optimizer(model.hparams, model.net, batches)
     optimizer = built["optimizer"] if isinstance(built, dict) else built
     scheduler = built["lr_scheduler"]["scheduler"] if isinstance(built, dict) else None
     loader = dm.train_dataloader()

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from cifar10.errors import UserError
 
-AUGMENT_PRESETS = ("none", "flip", "crop-flip", "flip-rotate", "heavy")
+AUGMENT_PRESETS = ("none", "flip", "crop-flip", "shift-altflip", "flip-rotate", "heavy")
+ALTERNATING_FLIP = ("shift-altflip",)  # presets whose data module serves a pre-flipped training set
 NORMALIZE_PRESETS = ("half", "dataset")
 
 
@@ -28,8 +29,13 @@ def check_normalize(preset: str) -> str:
     return preset
 
 
-def augment(images: torch.Tensor, preset: str, generator: torch.Generator) -> torch.Tensor:
-    """Apply `preset` to uint8 images (B, 3, H, W); returns uint8 (B, 3, H, W)."""
+def augment(images: torch.Tensor, preset: str, generator: torch.Generator, epoch: int = 0) -> torch.Tensor:
+    """Apply `preset` to uint8 images (B, 3, H, W) of training epoch `epoch`; returns uint8 (B, 3, H, W).
+
+    shift-altflip (airbench's): shift by up to 2 pixels with reflect padding, and mirror every image
+    on odd epochs. Its data module pre-flips a random half of the training set once, so each image is
+    seen both ways, alternately, rather than a random way each epoch.
+    """
     check_augment(preset)
     if preset == "none" or len(images) == 0:
         return images
@@ -37,6 +43,8 @@ def augment(images: torch.Tensor, preset: str, generator: torch.Generator) -> to
         return random_flip(images, generator)
     if preset == "crop-flip":
         return random_crop_flip(images, generator, padding=4)
+    if preset == "shift-altflip":
+        return random_crop_flip(images, generator, padding=2, reflect=True, mirror=epoch % 2 == 1)
     if preset == "flip-rotate":
         warped = warp(images, random_geometry(len(images), generator, degrees=10))
         return warped.to(torch.int32).to(torch.uint8)  # nearest sampling: already whole numbers in 0..255
@@ -62,24 +70,38 @@ def choose(mask: torch.Tensor, if_true: torch.Tensor, if_false: torch.Tensor) ->
     return torch.where(mask, if_true, if_false)
 
 
-def random_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: int) -> torch.Tensor:
-    """Random crop of the zero-padded images back to their size, and a random flip, as one row gather.
+def random_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: int, reflect: bool = False,
+                     mirror: bool | None = None) -> torch.Tensor:
+    """Random crop of the padded images back to their size, and a flip, as one row gather.
 
-    Each output row is `w` contiguous bytes of the padded batch or of its mirror image, so the whole
-    crop is one index_select over row windows: memcpy speed, unlike element-wise indexing. (Mirroring
-    before the crop has the same distribution as after: the offset is uniform, the padding symmetric.)
+    Zero padding, or with `reflect` mirror padding. `mirror`: None flips each image with probability
+    1/2, True flips all, False none. Each output row is `w` contiguous bytes of the padded batch or of
+    its mirror image, so the whole crop is one index_select over row windows: memcpy speed, unlike
+    element-wise indexing. (Mirroring before the crop has the same distribution as after: the offset
+    is uniform, the padding symmetric.)
     """
     n, c, h, w = images.shape
     hp, wp, device = h + 2 * padding, w + 2 * padding, images.device
-    canvas = images.new_zeros(2, n, c, hp, wp)  # the padded images, then their mirror images
-    canvas[0, :, :, padding:padding + h, padding:padding + w] = images
-    canvas[1, :, :, padding:padding + h, padding:padding + w] = images.flip(-1)
+    if reflect:
+        padded = images.index_select(2, reflected(h, padding, device)).index_select(3, reflected(w, padding, device))
+    else:
+        padded = F.pad(images, (padding,) * 4)
+    canvas = torch.stack([padded, padded.flip(-1)])  # the padded images, then their mirror images
     rows = canvas.flatten().unfold(0, w, 1)  # a view: a row window at every byte
     dy, dx = (torch.randint(2 * padding + 1, (n, 1, 1), generator=generator, device=device) for _ in "yx")
-    mirrored = (uniform(n, generator) < 0.5).long().view(n, 1, 1)
+    if mirror is None:
+        mirrored = (uniform(n, generator) < 0.5).long().view(n, 1, 1)
+    else:
+        mirrored = torch.full((n, 1, 1), int(mirror), device=device)
     image = (torch.arange(n, device=device).view(n, 1, 1) + n * mirrored) * c + torch.arange(c, device=device).view(c, 1)
     starts = image * hp * wp + (dy + torch.arange(h, device=device)) * wp + dx
     return rows.index_select(0, starts.flatten()).view(n, c, h, w)
+
+
+def reflected(size: int, padding: int, device: torch.device) -> torch.Tensor:
+    """Source positions of a reflect-padded axis: -2, -1, 0 .. size-1, size, size+1 read 2, 1, 0 .. size-1, size-2, size-3."""
+    position = torch.arange(-padding, size + padding, device=device).abs()
+    return torch.where(position >= size, 2 * (size - 1) - position, position)
 
 
 def random_geometry(n: int, generator: torch.Generator, degrees: float, shear: float = 0.0,

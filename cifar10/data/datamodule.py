@@ -9,12 +9,13 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
-from cifar10.data.augment import augment, channel_stats, check_augment, check_normalize, normalize
+from cifar10.data.augment import (ALTERNATING_FLIP, augment, channel_stats, check_augment, check_normalize, normalize,
+                                  random_flip)
 from cifar10.data.batches import read_class_names, read_split
 from cifar10.data.download import OFFICIAL_MD5, OFFICIAL_URL, ensure_extracted
 from cifar10.errors import UserError
 
-SAMPLER_STREAM, AUGMENT_STREAM, GLOBAL_STREAM = 0, 1, 2  # GLOBAL: torch's own RNG (dropout)
+SAMPLER_STREAM, AUGMENT_STREAM, GLOBAL_STREAM, PREFLIP_STREAM = 0, 1, 2, 3  # GLOBAL: torch's RNG (dropout)
 
 
 def stream_seed(seed: int, epoch: int, stream: int, rank: int = 0, batch: int | None = None) -> int:
@@ -207,7 +208,15 @@ class CIFAR10DataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         sampler = EpochShuffler(len(self.train_labels), self.seed, *self.shard())
-        return self._loader(self.train_images, self.train_labels, sampler, self.batch_size, self._batches_done)
+        return self._loader(self.training_images(), self.train_labels, sampler, self.batch_size, self._batches_done)
+
+    def training_images(self) -> torch.Tensor:
+        """The images training batches come from: for an alternating-flip preset, a seeded random half
+        of them mirrored once (the same half on every rank and after a resume)."""
+        if self.augment not in ALTERNATING_FLIP:
+            return self.train_images
+        generator = torch.Generator(self.train_images.device)
+        return random_flip(self.train_images, generator.manual_seed(stream_seed(self.seed, 0, PREFLIP_STREAM)))
 
     def _batches_done(self, epoch: int) -> int:
         """Batches of `epoch` trained before the checkpoint this run resumed from (once; else 0)."""
@@ -260,5 +269,5 @@ class CIFAR10DataModule(L.LightningDataModule):
             return batch
         images, labels = batch
         if self.trainer is not None and self.trainer.training and self.augment != "none":
-            images = augment(images, self.augment, self.augment_generator(images.device))
+            images = augment(images, self.augment, self.augment_generator(images.device), self.trainer.current_epoch)
         return self.normalize_images(images), labels

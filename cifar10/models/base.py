@@ -12,7 +12,8 @@ from cifar10.data import CLASSES, denormalize
 from cifar10.errors import UserError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("onecycle", "cosine", "none")
+SCHEDULES = ("onecycle", "triangle", "cosine", "none")
+TTA_MODES = ("none", "flip", "flip-shift")
 CHECKPOINT_FORMAT = 1
 MAX_MISCLASSIFIED = 36  # test images kept for the misclassified grid
 
@@ -60,6 +61,8 @@ class ClassifierModule(L.LightningModule):
         betas: Sequence[float] = (0.9, 0.999),
         schedule: str = "onecycle",
         label_smoothing: float = 0.0,
+        bias_lr_scale: float = 1.0,
+        tta: str = "none",
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.5, 0.5, 0.5),
         class_names: Sequence[str] = CLASSES,
@@ -70,12 +73,15 @@ class ClassifierModule(L.LightningModule):
             raise UserError(f"unknown optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}.")
         if schedule not in SCHEDULES:
             raise UserError(f"unknown schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}.")
+        if tta not in TTA_MODES:
+            raise UserError(f"unknown test-time augmentation {tta!r}: choose one of {', '.join(TTA_MODES)}.")
         # Plain lists of floats/str only: torch.load(weights_only=True) and yaml.safe_load read them back.
         self.save_hyperparameters({
             "model": self.model_name,
             "optimizer": optimizer, "lr": float(lr), "momentum": float(momentum), "nesterov": bool(nesterov),
             "weight_decay": float(weight_decay), "betas": [float(b) for b in betas],
             "schedule": schedule, "label_smoothing": float(label_smoothing),
+            "bias_lr_scale": float(bias_lr_scale), "tta": tta,
             "mean": [float(m) for m in mean], "std": [float(s) for s in std],
             "class_names": [str(c) for c in class_names], "channels_last": bool(channels_last),
         })
@@ -118,7 +124,7 @@ class ClassifierModule(L.LightningModule):
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, labels = batch
-        logits = self(images)
+        logits = augmented_logits(self, images, self.hparams.tta)
         self.test_acc(logits, labels)
         self.test_per_class.update(logits, labels)
         self.test_confusion.update(logits, labels)
@@ -146,33 +152,74 @@ class ClassifierModule(L.LightningModule):
         return self(images)
 
     def configure_optimizers(self):
-        return build_optimizer(self.hparams, self.parameters(), self.trainer.estimated_stepping_batches)
+        return build_optimizer(self.hparams, self.net, self.trainer.estimated_stepping_batches)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["cifar10"] = {"model": self.model_name, "format": CHECKPOINT_FORMAT}
 
 
-def build_optimizer(hp, parameters, total_steps: float):
+def augmented_logits(model: nn.Module, images: Tensor, tta: str = "none") -> Tensor:
+    """Logits of normalized images, averaged over test-time augmentations.
+
+    flip: the image and its mirror. flip-shift: half that, half the same for the image shifted one
+    pixel up-left and one down-right (reflect padding), as airbench evaluates.
+    """
+    def mirrored(x: Tensor) -> Tensor:
+        return (model(x) + model(x.flip(-1))) / 2
+
+    if tta == "none":
+        return model(images)
+    if tta == "flip":
+        return mirrored(images)
+    h, w = images.shape[-2:]
+    padded = F.pad(images, (1, 1, 1, 1), mode="reflect")
+    shifted = (mirrored(padded[..., :h, :w]) + mirrored(padded[..., 2:, 2:])) / 2
+    return (mirrored(images) + shifted) / 2
+
+
+def parameter_groups(net: nn.Module, bias_lr_scale: float, lr: float, weight_decay: float) -> list[dict]:
+    """Trainable parameters in optimizer groups: BatchNorm biases apart when their lr is scaled.
+
+    Their weight decay is divided by the same factor, so the decay each step stays lr x weight_decay.
+    """
+    params = [p for p in net.parameters() if p.requires_grad]
+    if bias_lr_scale == 1.0:
+        return [{"params": params}]
+    norm_biases = {id(m.bias) for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    biases = [p for p in params if id(p) in norm_biases]
+    return [{"params": [p for p in params if id(p) not in norm_biases]},
+            {"params": biases, "lr": lr * bias_lr_scale, "weight_decay": weight_decay / bias_lr_scale}]
+
+
+def build_optimizer(hp, net: nn.Module, total_steps: float):
     """The optimizer the hyper-parameters name, with their schedule stepped per batch over total_steps.
 
     Returns what configure_optimizers returns (an optimizer, or a dict with the scheduler); the plain
-    PyTorch loop of `cifar10.bench loop` builds the very same from it.
+    PyTorch loop of `cifar10.bench loop` builds the very same from it. Parameters with requires_grad
+    False at this point (frozen ones) are left out; ones frozen later keep their place but get no step.
+    onecycle: cosine warm-up over 30% to lr, then cosine down to ~0. triangle (airbench's): linear from
+    0.2 lr to lr at 23%, then linear down to 0.07 lr.
     """
-    params = [p for p in parameters if p.requires_grad]
+    groups = parameter_groups(net, hp.bias_lr_scale, hp.lr, hp.weight_decay)
     if hp.optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov,
+        opt = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov,
                               weight_decay=hp.weight_decay)
     else:
         make = torch.optim.Adam if hp.optimizer == "adam" else torch.optim.AdamW
-        opt = make(params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
+        opt = make(groups, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
     if hp.schedule == "none":
         return opt
     if total_steps == float("inf"):
         raise UserError(f"the {hp.schedule} schedule needs a finite run: set max_epochs or max_steps.")
+    peaks = [group["lr"] for group in opt.param_groups]
     if hp.schedule == "onecycle":
         # momentum stays as the recipe sets it; only the learning rate follows the cycle
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=int(total_steps),
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=peaks, total_steps=int(total_steps),
                                                     cycle_momentum=False)
+    elif hp.schedule == "triangle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=peaks, total_steps=int(total_steps), pct_start=0.23,
+                                                    anneal_strategy="linear", div_factor=1 / 0.2,
+                                                    final_div_factor=0.2 / 0.07, cycle_momentum=False)
     else:
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(total_steps))
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
