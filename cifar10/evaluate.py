@@ -15,7 +15,7 @@ from cifar10 import reporting
 from cifar10.checkpoint import Meta, load_checkpoint
 from cifar10.data import CIFAR10DataModule
 from cifar10.errors import CliParser, UserError, exits_cleanly
-from cifar10.models.base import MAX_MISCLASSIFIED, Misclassified
+from cifar10.models.base import MAX_MISCLASSIFIED, TTA_MODES, Misclassified, augmented_logits
 
 
 @dataclass
@@ -41,8 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--data-md5", metavar="MD5", help="md5 of the archive at --data-url")
     add("--batch-size", type=int, default=500, metavar="N", help="test images per batch (default 500)")
     add("--accelerator", choices=("auto", "cpu", "gpu"), default="auto", help="where to run (default auto)")
-    add("--tta", action="store_true", help="test-time augmentation: average the logits of each image and its "
-        "horizontal mirror")
+    add("--tta", nargs="?", const="flip", choices=TTA_MODES, metavar="MODE",
+        help="test-time augmentation: flip (what a bare --tta means) averages the logits of each image and its "
+        "mirror; flip-shift adds one-pixel shifts (airbench's); none. Default: the mode the checkpoint's recipe "
+        "tests with (none but for speedrun)")
     add("--out", metavar="DIR", help="report folder (default: report/ beside the checkpoint)")
     return parser
 
@@ -67,13 +69,7 @@ def test_loader(args: argparse.Namespace) -> torch.utils.data.DataLoader:
 
 
 @torch.no_grad()
-def classify(model: torch.nn.Module, images: Tensor, tta: bool) -> Tensor:
-    """Logits; with tta, the mean of the logits of the images and their horizontal mirrors."""
-    logits = model(images)
-    return (logits + model(images.flip(-1))) / 2 if tta else logits
-
-
-def evaluate(model: torch.nn.Module, meta: Meta, loader, device: torch.device, tta: bool = False) -> Evaluation:
+def evaluate(model: torch.nn.Module, meta: Meta, loader, device: torch.device, tta: str = "none") -> Evaluation:
     n = len(meta.class_names)
     acc = MulticlassAccuracy(num_classes=n, average="micro").to(device)
     per_class = MulticlassAccuracy(num_classes=n, average=None).to(device)
@@ -82,7 +78,7 @@ def evaluate(model: torch.nn.Module, meta: Meta, loader, device: torch.device, t
     n_images = 0
     for images, labels in tqdm(loader, desc="test", unit="batch", file=sys.stderr):
         images, labels = images.to(device), labels.to(device)
-        preds = classify(model, meta.normalize(images), tta).argmax(dim=1)
+        preds = augmented_logits(model, meta.normalize(images), tta).argmax(dim=1)
         for metric in (acc, per_class, confusion):
             metric.update(preds, labels)
         wrong.update(images, preds, labels)
@@ -96,8 +92,8 @@ def evaluate(model: torch.nn.Module, meta: Meta, loader, device: torch.device, t
                       wrong_images=wrong_images, wrong_preds=wrong_preds, wrong_targets=wrong_targets)
 
 
-def tables(result: Evaluation, class_names: list[str], tta: bool) -> str:
-    summary = f"test accuracy: {result.acc:.2%} on {result.n_images} images" + (" (TTA: flip)" if tta else "")
+def tables(result: Evaluation, class_names: list[str], tta: str) -> str:
+    summary = f"test accuracy: {result.acc:.2%} on {result.n_images} images" + (f" (TTA: {tta})" if tta != "none" else "")
     per_class = reporting.format_table(
         ["class", "accuracy", "images"],
         [[name, f"{acc:.2%}", sum(row)] for (name, acc), row in zip(result.per_class_acc.items(), result.confusion)])
@@ -106,7 +102,7 @@ def tables(result: Evaluation, class_names: list[str], tta: bool) -> str:
     return "\n\n".join([summary, per_class, confusion])
 
 
-def write_report(out: Path, result: Evaluation, meta: Meta, ckpt: Path, tta: bool) -> dict:
+def write_report(out: Path, result: Evaluation, meta: Meta, ckpt: Path, tta: str) -> dict:
     """The figures and report.json in `out`; returns the report."""
     out.mkdir(parents=True, exist_ok=True)
     figures = {
@@ -135,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     device = pick_device(args.accelerator)
     model, meta = load_checkpoint(args.ckpt, map_location=device)
+    args.tta = args.tta or meta.hparams.get("tta", "none")  # checkpoints from before TTA modes have none
     result = evaluate(model, meta, test_loader(args), device, args.tta)
     print(tables(result, meta.class_names, args.tta))
     out = Path(args.out) if args.out else Path(args.ckpt).parent / "report"

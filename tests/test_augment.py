@@ -71,6 +71,21 @@ def test_crop_flip_is_a_padded_crop_with_optional_flip():
     assert len({(dy, dx) for dy, dx, _ in found}) > 12 and len({flip for *_, flip in found}) == 2
 
 
+@pytest.mark.parametrize("epoch", [0, 1, 2])
+def test_shift_altflip_shifts_with_reflect_padding_and_mirrors_all_on_odd_epochs(epoch):
+    images = random_images(32)
+    out = augment(images, "shift-altflip", gen(5), epoch=epoch)
+    padded = F.pad(images.float(), (2, 2, 2, 2), mode="reflect").to(torch.uint8)
+    shifts = []
+    for o, p in zip(out, padded):
+        windows = {flip: [(dy, dx) for dy in range(5) for dx in range(5)
+                          if torch.equal(o, (p.flip(-1) if flip else p)[:, dy:dy + 32, dx:dx + 32])]
+                   for flip in (False, True)}
+        assert windows[epoch % 2 == 1] and not windows[epoch % 2 == 0]
+        shifts += windows[epoch % 2 == 1][:1]
+    assert len(set(shifts)) > 10
+
+
 def fitted_maps(out: torch.Tensor) -> list[torch.Tensor]:
     """Least-squares 2x2 map (column, row) of output pixels -> the source pixel they show, per image."""
     maps = []

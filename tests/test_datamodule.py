@@ -92,6 +92,19 @@ def test_train_order_depends_only_on_seed_and_epoch(tiny_archive, tmp_path):
     assert sorted(first.tolist()) == sorted(dm.train_labels.tolist())
 
 
+def test_alternating_flip_trains_on_a_seeded_half_mirrored_copy(tiny_archive, tmp_path):
+    dm = make_dm(tiny_archive, tmp_path, augment="shift-altflip", seed=1)
+    served = dm.training_images()
+    mirrored = torch.tensor([torch.equal(s, x.flip(-1)) for s, x in zip(served, dm.train_images)])
+    kept = torch.tensor([torch.equal(s, x) for s, x in zip(served, dm.train_images)])
+    assert bool((mirrored | kept).all()) and 0.3 < mirrored.float().mean() < 0.7
+    assert torch.equal(served, make_dm(tiny_archive, tmp_path, augment="shift-altflip", seed=1).training_images())
+    assert not torch.equal(served, make_dm(tiny_archive, tmp_path, augment="shift-altflip", seed=2).training_images())
+    plain = make_dm(tiny_archive, tmp_path, augment="crop-flip")
+    assert plain.training_images() is plain.train_images
+    assert torch.equal(torch.cat([x for x, _ in dm.train_dataloader()]).sort(0).values, served.sort(0).values)
+
+
 def test_dataset_normalisation_matches_a_direct_float_computation(tiny_archive, tmp_path):
     dm = make_dm(tiny_archive, tmp_path, normalize="dataset")
     pixels = dm.train_images.double() / 255

@@ -1,5 +1,6 @@
 """`python -m cifar10.evaluate` on the tiny archive: every file written, numbers equal a direct computation."""
 
+import dataclasses
 import json
 import shutil
 
@@ -9,7 +10,7 @@ from helpers_ckpt import read_test_split, tiny_run  # noqa: F401 (tiny_run is a 
 from PIL import Image
 
 from cifar10.checkpoint import load_checkpoint
-from cifar10.evaluate import classify, main
+from cifar10.evaluate import main
 
 FILES = ["confusion_matrix.png", "per_class_accuracy.png", "misclassified.png", "curves.png", "report.json"]
 
@@ -20,12 +21,12 @@ def evaluate_args(run, archive, *extra: str) -> list[str]:
 
 
 @torch.no_grad()
-def direct_numbers(run, archive, tta: bool) -> dict:
+def direct_numbers(run, archive, tta: str) -> dict:
     """Accuracy, per-class accuracy and confusion computed by hand from the model's logits."""
     model, meta = load_checkpoint(run.ckpt)
     images, labels = read_test_split(archive, run)
     x = meta.normalize(images)
-    logits = (model(x) + model(torch.flip(x, dims=[3]))) / 2 if tta else model(x)
+    logits = (model(x) + model(torch.flip(x, dims=[3]))) / 2 if tta == "flip" else model(x)
     preds = logits.argmax(1)
     confusion = torch.bincount(labels * 10 + preds, minlength=100).view(10, 10)
     return {"acc": (preds == labels).float().mean().item(),
@@ -40,15 +41,15 @@ def assert_report_matches(report: dict, expected: dict) -> None:
     assert report["per_class_acc"] == pytest.approx(expected["per_class_acc"], abs=1e-6)
 
 
-@pytest.mark.parametrize("tta", [False, True])
-def test_report_files_and_numbers(tiny_run, tiny_archive, tmp_path, capsys, tta):
+@pytest.mark.parametrize("flag, tta", [([], "none"), (["--tta"], "flip")])
+def test_report_files_and_numbers(tiny_run, tiny_archive, tmp_path, capsys, flag, tta):
     out = tmp_path / "report"
-    assert main(evaluate_args(tiny_run, tiny_archive, "--out", str(out), *(["--tta"] if tta else []))) == 0
+    assert main(evaluate_args(tiny_run, tiny_archive, "--out", str(out), *flag)) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
     for png in FILES[:-1]:
         assert Image.open(out / png).size[0] > 100
     report = json.loads((out / "report.json").read_text())
-    assert report["tta"] is tta and report["model"] == "lenet"
+    assert report["tta"] == tta and report["model"] == "lenet"
     assert_report_matches(report, direct_numbers(tiny_run, tiny_archive, tta))
     printed = capsys.readouterr()
     assert f"test accuracy: {report['acc']:.2%} on 100 images" in printed.out
@@ -56,14 +57,16 @@ def test_report_files_and_numbers(tiny_run, tiny_archive, tmp_path, capsys, tta)
     assert "test: 100%" in printed.err  # the progress bar over the test batches
 
 
-def test_tta_averages_the_logits_of_image_and_mirror(tiny_run, tiny_archive):
-    model, meta = load_checkpoint(tiny_run.ckpt)
-    x = meta.normalize(read_test_split(tiny_archive, tiny_run)[0][:16])
-    with torch.no_grad():
-        plain, mirrored = model(x), model(x.flip(-1))
-    assert torch.allclose(classify(model, x, tta=True), (plain + mirrored) / 2)
-    assert torch.equal(classify(model, x, tta=False), plain)
-    assert not torch.allclose(plain, mirrored)
+def test_without_tta_flag_the_checkpoints_own_mode_is_used(tiny_run, tiny_archive, tmp_path):
+    ckpt = torch.load(tiny_run.ckpt, weights_only=True)
+    ckpt["hyper_parameters"]["tta"] = "flip"  # as a recipe with test-time augmentation saves it
+    flip_ckpt = tmp_path / "flip.ckpt"
+    torch.save(ckpt, flip_ckpt)
+    run = dataclasses.replace(tiny_run, ckpt=flip_ckpt)
+    assert main(evaluate_args(run, tiny_archive, "--out", str(tmp_path / "r"))) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["tta"] == "flip"
+    assert_report_matches(report, direct_numbers(tiny_run, tiny_archive, "flip"))
 
 
 def test_default_out_is_report_beside_the_checkpoint(tiny_run, tiny_archive, tmp_path):

@@ -12,6 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from cifar10.checkpoint import load_checkpoint
 from cifar10.errors import UserError
+from cifar10.evaluate import main as evaluate_main
 from cifar10.fit import given_settings, main, make_trainer, resolve_auto, resolve_settings
 from cifar10.models import model_info, model_names
 from cifar10.recipes import recipe
@@ -130,3 +131,18 @@ def test_compiled_run_writes_plain_checkpoints(tiny_archive, tmp_path):
     assert json.loads((run_dir / "metrics.json").read_text())["settings"]["compile"] is True
     model, meta = load_checkpoint(run_dir / "checkpoints" / "best.ckpt")
     assert meta.model == "mlp" and not any("_orig_mod" in key for key in model.state_dict())
+
+
+def test_with_validation_on_the_test_split_the_final_weights_are_tested(tiny_archive, tmp_path):
+    """No checkpoint is picked by its test accuracy: metrics.json's test_acc is that of last.ckpt."""
+    args = tiny_fit_args(tiny_archive, tmp_path, "--val-size", "0", "--limit-train-batches", "3")
+    args[args.index("lenet")] = "mlp"
+    assert main(args) == 0
+    run_dir = tmp_path / "logs" / "mlp" / "version_0"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["tested"] == "final weights"
+    out = tmp_path / "report"
+    assert evaluate_main(["--ckpt", str(run_dir / "checkpoints" / "last.ckpt"), "--data-dir", str(tmp_path / "data"),
+                          "--data-url", tiny_archive.url, "--data-md5", tiny_archive.md5, "--out", str(out),
+                          "--accelerator", "cpu"]) == 0
+    assert json.loads((out / "report.json").read_text())["acc"] == pytest.approx(metrics["test_acc"], abs=1e-6)

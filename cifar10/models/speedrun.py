@@ -107,7 +107,7 @@ class Speedrun(ClassifierModule):
     def lookahead(self) -> Lookahead:
         return Lookahead()
 
-    def on_train_epoch_start(self) -> None:
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:  # not epoch start: a resumed epoch skips that
         self.net[0].bias.requires_grad_(self.current_epoch < WHITEN_BIAS_EPOCHS)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
