@@ -93,7 +93,8 @@ def evaluate(model: torch.nn.Module, meta: Meta, loader, device: torch.device, t
 
 
 def tables(result: Evaluation, class_names: list[str], tta: str) -> str:
-    summary = f"test accuracy: {result.acc:.2%} on {result.n_images} images" + (f" (TTA: {tta})" if tta != "none" else "")
+    summary = f"test accuracy: {result.acc:.2%} on {result.n_images} images"
+    summary += f" (TTA: {tta})" if tta != "none" else ""
     per_class = reporting.format_table(
         ["class", "accuracy", "images"],
         [[name, f"{acc:.2%}", sum(row)] for (name, acc), row in zip(result.per_class_acc.items(), result.confusion)])

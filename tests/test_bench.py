@@ -66,3 +66,11 @@ def test_loop_benchmark_on_the_gpu(data_dir, capsys):
     assert main(["loop", "--model", "lenet", "--data-dir", data_dir, "--batches", "3", "--repeats", "1",
                  "--accelerator", "gpu"]) == 0
     assert last_json_line(capsys)["device"].startswith("cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_speedrun_benchmark_on_the_gpu(data_dir, capsys):
+    assert main(["speedrun", "--data-dir", data_dir, "--seeds", "2", "--fit-args", "--max-epochs 2"]) == 0
+    ours = last_json_line(capsys)["ours"]
+    assert len(ours["acc"]) == 2 and 0 <= ours["mean_acc"] <= 1 and ours["mean_train_s"] > 0

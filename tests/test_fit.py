@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -146,3 +147,18 @@ def test_with_validation_on_the_test_split_the_final_weights_are_tested(tiny_arc
                           "--data-url", tiny_archive.url, "--data-md5", tiny_archive.md5, "--out", str(out),
                           "--accelerator", "cpu"]) == 0
     assert json.loads((out / "report.json").read_text())["acc"] == pytest.approx(metrics["test_acc"], abs=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_speedrun_on_the_gpu_takes_the_fast_path(tiny_archive, tmp_path):
+    """bf16 autocast where the GPU has it, channels-last, the data on the device, lookahead and TTA on the way."""
+    args = tiny_fit_args(tiny_archive, tmp_path, "--accelerator", "gpu", "--max-epochs", "5")
+    args[args.index("lenet")] = "speedrun"
+    assert main(args) == 0
+    metrics = json.loads((tmp_path / "logs" / "speedrun" / "version_0" / "metrics.json").read_text())
+    assert metrics["device"].startswith("cuda x1") and metrics["settings"]["channels_last"] is True
+    assert metrics["precision"] == ("bf16-mixed" if torch.cuda.is_bf16_supported() else "32")
+    assert metrics["settings"]["tta"] == "flip-shift" and 0 <= metrics["test_acc"] <= 1
+    assert torch.load(tmp_path / "logs" / "speedrun" / "version_0" / "checkpoints" / "last.ckpt",
+                      weights_only=True)["lookahead"] is not None

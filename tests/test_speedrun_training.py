@@ -76,7 +76,7 @@ def test_test_time_augmentation_modes():
         mirrored = (plain + model(x.flip(-1))) / 2
         padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
         up_left, down_right = padded[..., 0:8, 0:8], padded[..., 2:10, 2:10]
-        shifted = ((model(up_left) + model(up_left.flip(-1))) / 2 + (model(down_right) + model(down_right.flip(-1))) / 2) / 2
+        shifted = (model(up_left) + model(up_left.flip(-1)) + model(down_right) + model(down_right.flip(-1))) / 4
         assert torch.equal(augmented_logits(model, x, "none"), plain)
         assert torch.allclose(augmented_logits(model, x, "flip"), mirrored)
         assert torch.allclose(augmented_logits(model, x, "flip-shift"), (mirrored + shifted) / 2, atol=1e-6)

@@ -99,7 +99,7 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: 
 
 
 def reflected(size: int, padding: int, device: torch.device) -> torch.Tensor:
-    """Source positions of a reflect-padded axis: -2, -1, 0 .. size-1, size, size+1 read 2, 1, 0 .. size-1, size-2, size-3."""
+    """Source positions along a reflect-padded axis: with padding 2, -2 -1 0 .. n-1 n n+1 read 2 1 0 .. n-1 n-2 n-3."""
     position = torch.arange(-padding, size + padding, device=device).abs()
     return torch.where(position >= size, 2 * (size - 1) - position, position)
 
