@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 
+from cifar10.checkpoint import read_checkpoint
 from cifar10.errors import UserError
 
 VERSION = re.compile(r"version_(\d+)")
@@ -47,15 +47,9 @@ def latest_checkpoint(logdir: Path, model: str) -> Path:
 
 def read_checkpoint_meta(path: Path) -> tuple[str, dict[str, Any]]:
     """The model name and saved run settings of a project checkpoint (weights_only load, CPU)."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        model = ckpt["cifar10"]["model"]
-    except Exception as err:  # unpickling errors, truncated files, foreign checkpoints
-        reason = (str(err).splitlines() or [""])[0][:120]
-        raise UserError(f"{path} is not a checkpoint written by cifar10.fit ({type(err).__name__}: {reason}). "
-                        "Pass a checkpoints/*.ckpt file of an earlier run.") from None
+    ckpt = read_checkpoint(path)  # UserError for unreadable files and other projects' checkpoints
     settings = ckpt.get("callbacks", {}).get(SETTINGS_KEY, {}).get("settings", {})
-    return model, dict(settings)
+    return ckpt["cifar10"]["model"], dict(settings)
 
 
 def resume_point(ckpt_path: str, logdir: Path, model: str | None) -> ResumePoint:

@@ -49,7 +49,8 @@ def test_missing_checkpoint_file(tmp_path, capsys):
 def test_checkpoint_of_another_architecture(tmp_path, capsys):
     run_dir = tmp_path / "lenet" / "version_0" / "checkpoints"
     run_dir.mkdir(parents=True)
-    torch.save({"cifar10": {"model": "mlp", "format": 1}, "state_dict": {}}, run_dir / "last.ckpt")
+    torch.save({"cifar10": {"model": "mlp", "format": 1}, "state_dict": {}, "hyper_parameters": {}},
+               run_dir / "last.ckpt")
     code = main(["--model", "lenet", "--ckpt-path", "last", "--logdir", str(tmp_path)])
     assert_clean_error(code, capsys.readouterr().err, "'mlp'", "--model mlp")
 
