@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from cifar10.checkpoint import read_checkpoint
 from cifar10.errors import UserError
 
