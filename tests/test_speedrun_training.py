@@ -84,19 +84,19 @@ def test_test_time_augmentation_modes():
 
 
 def speedrun_args(archive, data, logdir, *extra: str) -> list[str]:
-    args = tiny_fit_args(archive, data, logdir, "--max-epochs", "5", *extra)
+    args = tiny_fit_args(archive, data, logdir, "--max-epochs", "5", "--limit-train-batches", "5", *extra)
     return [a if a != "lenet" else "speedrun" for a in args]
 
 
 @pytest.mark.slow
 def test_speedrun_interrupted_mid_epoch_with_lookahead_ends_like_an_uninterrupted_one(tiny_archive, tmp_path):
-    """8 steps an epoch: the lookahead starts at step 25 (epoch 3) and updates at 30, 35, 40; Ctrl-C at step 35."""
+    """5 steps an epoch: the lookahead starts at step 20 (the end of epoch 3) and updates at 25; Ctrl-C at step 22."""
     data = tmp_path / "data"
     assert main(speedrun_args(tiny_archive, data, tmp_path / "straight")) == 0
-    assert main(speedrun_args(tiny_archive, data, tmp_path / "split"), callbacks=[InterruptAt(epoch=4, batch=3)]) == 130
+    assert main(speedrun_args(tiny_archive, data, tmp_path / "split"), callbacks=[InterruptAt(epoch=4, batch=2)]) == 130
     interrupted = torch.load(tmp_path / "split" / "speedrun" / "version_0" / "checkpoints" / "last.ckpt",
                              weights_only=True)
-    assert interrupted["global_step"] == 35 and interrupted["lookahead"] is not None
+    assert interrupted["global_step"] == 22 and interrupted["lookahead"] is not None
     assert main([*speedrun_args(tiny_archive, data, tmp_path / "split"), "--ckpt-path", "last"]) == 0
 
     final = {}
