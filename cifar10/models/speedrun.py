@@ -90,8 +90,8 @@ class Lookahead:
             value.copy_(self.average[name].lerp_(value, 1 - decay))
 
 
-@register("speedrun", published="airbench94-style net: 94% in about 10 epochs with airbench's own training; "
-                                "tuned in the speed issue")
+@register("speedrun", published="airbench94's net and training: 94.0% with TTA in 9.9 epochs "
+                                "(official images)")
 class Speedrun(ClassifierModule):
     def build_net(self) -> nn.Module:
         whiten = nn.Conv2d(3, WHITEN_CHANNELS, 2)
