@@ -27,7 +27,7 @@ from cifar10.callbacks import (AugmentedImages, BatchSeed, RunSettings, SaveOnIn
 from cifar10.data import AUGMENT_PRESETS, NORMALIZE_PRESETS, CIFAR10DataModule
 from cifar10.errors import CliParser, UserError, exits_cleanly
 from cifar10.models import create_model, model_info, model_names
-from cifar10.models.base import SCHEDULES, TTA_MODES, ClassifierModule
+from cifar10.models.base import OPTIMIZERS, SCHEDULES, TTA_MODES, ClassifierModule
 from cifar10.recipes import RECIPES, recipe
 
 DEFAULT_MODEL = "speedrun"
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--batch-size", type=int, metavar="N",
                        help="per process: under DDP the global batch is N x processes")
     group.add_argument("--lr", type=float, metavar="F", help="(peak) learning rate")
-    group.add_argument("--optimizer", choices=("sgd", "adam", "adamw"))
+    group.add_argument("--optimizer", choices=OPTIMIZERS)
     group.add_argument("--momentum", type=float, metavar="F")
     group.add_argument("--nesterov", action=argparse.BooleanOptionalAction)
     group.add_argument("--weight-decay", type=float, metavar="F")
