@@ -74,3 +74,17 @@ def test_speedrun_benchmark_on_the_gpu(data_dir, capsys):
     assert main(["speedrun", "--data-dir", data_dir, "--seeds", "2", "--fit-args", "--max-epochs 2"]) == 0
     ours = last_json_line(capsys)["ours"]
     assert len(ours["acc"]) == 2 and 0 <= ours["mean_acc"] <= 1 and ours["mean_train_s"] > 0
+
+
+def test_airbench_trains_on_the_cpu_in_32_bit_on_our_images(data_dir, capsys, monkeypatch):
+    """airbench94's own training, its CUDA calls pointed at the CPU (batches of 100: 3 steps an epoch here)."""
+    pytest.importorskip("airbench", reason="airbench is in the dev extra: make install")
+    from airbench.lib_airbench94 import hyp
+    monkeypatch.setitem(hyp["opt"], "batch_size", 100)
+    assert main(["airbench-cpu", "--data-dir", data_dir, "--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["device"] == "cpu" and result["epochs"] == 2 and result["wall_s"] > 0
+    assert 0 <= result["acc"] <= 1 and 0 <= result["acc_tta"] <= 1
+    rows = [line for line in out.splitlines() if line.startswith("|") and "epoch" not in line]
+    assert [row.split("|")[2].strip() for row in rows] == ["0", "1", "eval"]  # airbench's own per-epoch table

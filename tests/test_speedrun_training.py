@@ -12,7 +12,7 @@ from test_resume import InterruptAt, tiny_fit_args
 from cifar10.fit import main
 from cifar10.models import create_model
 from cifar10.models.base import augmented_logits, build_optimizer
-from cifar10.models.speedrun import Lookahead
+from cifar10.models.speedrun import LOOKAHEAD_DECAY, Lookahead, lookahead_decay
 
 
 def hparams(**overrides) -> SimpleNamespace:
@@ -67,6 +67,15 @@ def test_lookahead_moves_the_average_then_sets_the_weights_to_it():
     assert "1.num_batches_tracked" not in lookahead.average  # integer buffers are left alone
 
 
+def test_lookahead_every_5_steps_with_a_cubic_decay_and_to_the_average_after_the_last_step():
+    """airbench94's rule for its 476 steps: updates at 5, 10, ..., 475, and the average taken up after 476."""
+    assert lookahead_decay(5, 476) == pytest.approx(LOOKAHEAD_DECAY * (5 / 476) ** 3)
+    assert lookahead_decay(475, 476) == pytest.approx(0.95 ** 5 * (475 / 476) ** 3)
+    assert [s for s in range(1, 477) if lookahead_decay(s, 476) is not None][-3:] == [470, 475, 476]
+    assert lookahead_decay(476, 476) == 1.0 and lookahead_decay(49, 476) is None  # not at epoch ends
+    assert lookahead_decay(490, 490) == pytest.approx(LOOKAHEAD_DECAY)  # a last step on the beat: its own update
+
+
 def test_test_time_augmentation_modes():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(10))
@@ -90,7 +99,7 @@ def speedrun_args(archive, data, logdir, *extra: str) -> list[str]:
 
 @pytest.mark.slow
 def test_speedrun_interrupted_mid_epoch_with_lookahead_ends_like_an_uninterrupted_one(tiny_archive, tmp_path):
-    """5 steps an epoch: the lookahead starts at step 20 (the end of epoch 3) and updates at 25; Ctrl-C at step 22."""
+    """5 steps an epoch, a lookahead update at each epoch's end; Ctrl-C at step 22, between two updates."""
     data = tmp_path / "data"
     assert main(speedrun_args(tiny_archive, data, tmp_path / "straight")) == 0
     assert main(speedrun_args(tiny_archive, data, tmp_path / "split"), callbacks=[InterruptAt(epoch=4, batch=2)]) == 130
@@ -108,7 +117,7 @@ def test_speedrun_interrupted_mid_epoch_with_lookahead_ends_like_an_uninterrupte
     assert metrics_a["test_acc"] == metrics_b["test_acc"]
     for key, value in a["state_dict"].items():
         assert torch.allclose(value, b["state_dict"][key], atol=1e-6), key
-    # the epoch's last step copies the average back; the whitening bias trained 3 epochs, then stayed
+    # the run's last step leaves the weights at the average; the whitening bias trained 3 epochs, then stayed
     assert all(torch.equal(a["lookahead"][k], a["state_dict"][f"net.{k}"]) for k in a["lookahead"])
     bias = a["state_dict"]["net.0.bias"]
     assert bias.ne(0).any() and bias.equal(interrupted["state_dict"]["net.0.bias"])

@@ -11,6 +11,7 @@ import sys
 from cifar10.errors import exits_cleanly
 
 SUBCOMMANDS = {
+    "airbench-cpu": "cifar10.bench.airbench_cpu",
     "data": "cifar10.bench.data",
     "loop": "cifar10.bench.loop",
     "speedrun": "cifar10.bench.speedrun",

@@ -43,7 +43,7 @@ def import_airbench():
     try:
         import airbench
     except ImportError:
-        raise UserError("--compare airbench needs the airbench package: `pip install airbench` (or install its "
+        raise UserError("airbench is not installed: `pip install airbench==0.1.8` (`make install` does; or install its "
                         "wheel on a machine without internet), then run again.") from None
     return airbench
 

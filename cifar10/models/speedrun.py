@@ -11,8 +11,7 @@ training images when the trainer's data module offers them (`train_images`, `nor
 otherwise the patch conv keeps its random start, which still trains (tests do this).
 
 Training tricks of airbench94 that belong to the model: the patch conv's bias trains for the first 3
-epochs only, and from epoch 3 on a lookahead average of the weights is taken every 5 steps (see
-Lookahead). The recipe gives the rest: triangle schedule, BN-bias lr x64, shift-altflip, flip-shift TTA.
+epochs only, and every 5 steps the weights move to a lookahead average of themselves (see Lookahead). The recipe gives the rest: triangle schedule, BN-bias lr x64, shift-altflip, flip-shift TTA.
 """
 
 from functools import cached_property
@@ -28,7 +27,7 @@ WIDTHS = (64, 256, 256)
 WHITEN_CHANNELS = 24  # 2 signs x 3 colours x 2 x 2 patch
 WHITEN_IMAGES = 5000
 WHITEN_BIAS_EPOCHS = 3  # the patch conv's bias trains this many epochs, then stays
-LOOKAHEAD_FROM_EPOCH, LOOKAHEAD_EVERY, LOOKAHEAD_DECAY = 3, 5, 0.95 ** 5
+LOOKAHEAD_EVERY, LOOKAHEAD_DECAY = 5, 0.95 ** 5
 
 
 class Scale(nn.Module):
@@ -66,6 +65,17 @@ def whiten_(layer: nn.Conv2d, images: Tensor, eps: float = 5e-4) -> None:
     filters = (eigenvectors.T / (eigenvalues + eps).sqrt()[:, None]).float().view(-1, *layer.weight.shape[1:])
     layer.weight.copy_(torch.cat([filters, -filters]))
     layer.bias.zero_()
+
+
+def lookahead_decay(step: int, total_steps: float) -> float | None:
+    """The decay of the lookahead update after optimizer step `step`, or None for no update (airbench94's rule).
+
+    Every LOOKAHEAD_EVERY steps the decay grows with the cube of the progress; after the run's last
+    step the weights go to the average (decay 1: the average stays, the weights take it).
+    """
+    if step % LOOKAHEAD_EVERY == 0:
+        return LOOKAHEAD_DECAY * (step / total_steps) ** 3
+    return 1.0 if step >= total_steps else None
 
 
 class Lookahead:
@@ -111,12 +121,9 @@ class Speedrun(ClassifierModule):
         self.net[0].bias.requires_grad_(self.current_epoch < WHITEN_BIAS_EPOCHS)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        """Lookahead every LOOKAHEAD_EVERY steps, and to the average at the epoch's last batch (before validation)."""
-        step, trainer = self.global_step, self.trainer
-        if self.current_epoch >= LOOKAHEAD_FROM_EPOCH and step % LOOKAHEAD_EVERY == 0:
-            self.lookahead.update(self.net, LOOKAHEAD_DECAY * (step / trainer.estimated_stepping_batches) ** 3)
-        if self.lookahead.average is not None and trainer.is_last_batch:
-            self.lookahead.update(self.net, 1.0)
+        decay = lookahead_decay(self.global_step, self.trainer.estimated_stepping_batches)
+        if decay is not None:
+            self.lookahead.update(self.net, decay)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
