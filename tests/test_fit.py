@@ -108,12 +108,12 @@ def test_val_size_and_limit_train_batches_take_counts_or_fractions():
     assert given["limit_train_batches"] == 0.25
 
 
-def test_precision_and_channels_last_follow_the_hardware_unless_given():
+def test_precision_follows_the_hardware_and_channels_last_is_on_unless_given():
     settings, _ = resolve_settings(given_settings(["--accelerator", "cpu"]))
-    assert resolve_auto(settings)["precision"] == "32" and resolve_auto(settings)["channels_last"] is False
+    assert resolve_auto(settings)["precision"] == "32" and resolve_auto(settings)["channels_last"] is True
     settings, _ = resolve_settings(given_settings(["--accelerator", "cpu", "--precision", "bf16-mixed",
-                                                   "--channels-last"]))
-    assert resolve_auto(settings)["precision"] == "bf16-mixed" and resolve_auto(settings)["channels_last"] is True
+                                                   "--no-channels-last"]))
+    assert resolve_auto(settings)["precision"] == "bf16-mixed" and resolve_auto(settings)["channels_last"] is False
 
 
 def test_multi_node_settings_reach_the_trainer(tmp_path):

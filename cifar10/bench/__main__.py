@@ -13,6 +13,7 @@ from cifar10.errors import exits_cleanly
 SUBCOMMANDS = {
     "airbench-cpu": "cifar10.bench.airbench_cpu",
     "data": "cifar10.bench.data",
+    "layout": "cifar10.bench.layout",
     "loop": "cifar10.bench.loop",
     "speedrun": "cifar10.bench.speedrun",
 }
