@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--strategy", metavar="S", help="Lightning strategy, e.g. ddp (default auto)")
     add("--precision", choices=PRECISIONS, help="auto (default): bf16-mixed on a GPU that has bf16, else 32")
     add("--channels-last", action=argparse.BooleanOptionalAction,
-        help="channels-last memory format (default: on; faster on CPU and GPU, see `python -m cifar10.bench layout`)")
+        help="channels-last memory format (default: on; faster for the conv nets, see `python -m cifar10.bench layout`)")
     add("--compile", action=argparse.BooleanOptionalAction, help="torch.compile the network")
     add("--deterministic", action=argparse.BooleanOptionalAction,
         help="deterministic algorithms (always on with the CPU)")
