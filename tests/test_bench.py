@@ -42,11 +42,13 @@ def test_loop_benchmark_trains_the_same_model_on_both_sides(data_dir, capsys):
     assert result["lightning_train_acc"] == pytest.approx(result["plain_train_acc"], abs=1e-3)
 
 
-def test_layout_benchmark_times_both_memory_layouts_per_model(capsys):
+@pytest.mark.parametrize("precision", ["32", "bf16-mixed"])
+def test_layout_benchmark_times_both_memory_layouts_per_model(capsys, precision):
     assert main(["layout", "--models", "mlp", "lenet", "--batch-size", "8", "--steps", "1", "--repeats", "2",
-                 "--accelerator", "cpu"]) == 0
+                 "--accelerator", "cpu", "--precision", precision]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert [r["model"] for r in lines] == ["mlp", "lenet"] and all(r["batch_size"] == 8 for r in lines)
+    assert all(r["precision"] == precision for r in lines)
     for r in lines:
         assert r["contiguous_s"] > 0 and r["channels_last_s"] > 0
         assert r["speedup"] == pytest.approx(r["contiguous_s"] / r["channels_last_s"], abs=0.051, rel=0.01)
