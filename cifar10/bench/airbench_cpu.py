@@ -13,7 +13,6 @@ About 100 minutes on 2 CPU cores; on a GPU use `python -m cifar10.bench speedrun
 import argparse
 import contextlib
 import json
-import os
 import tempfile
 import time
 from importlib import metadata
@@ -23,8 +22,7 @@ from unittest import mock
 import torch
 from torch import nn
 
-from cifar10.bench.speedrun import import_airbench, write_airbench_data
-from cifar10.data import CIFAR10DataModule
+from cifar10.bench.speedrun import airbench94, import_airbench, prepare_airbench_data
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,28 +68,11 @@ def on_cpu(airbench):
 def run(args: argparse.Namespace) -> int:
     airbench = import_airbench()
     from airbench.lib_airbench94 import hyp
-    dm = CIFAR10DataModule(data_dir=args.data_dir, val_size=0)
-    dm.prepare_data()
-    dm.setup("fit")
     epochs = hyp["opt"]["train_epochs"] if args.epochs is None else args.epochs
     with tempfile.TemporaryDirectory() as tmp, on_cpu(airbench):
-        write_airbench_data(dm, Path(tmp) / "cifar10")
-        cwd = os.getcwd()
-        os.chdir(tmp)  # train94 reads its test set from ./cifar10
-        try:
-            loader = airbench.utils.CifarLoader("cifar10", train=True, batch_size=hyp["opt"]["batch_size"],
-                                                aug=hyp["aug"], altflip=True)
-            test_loader = airbench.utils.CifarLoader("cifar10", train=False, batch_size=2000)
-            torch.manual_seed(args.seed)
-            started = time.perf_counter()
-            model = airbench.train94(loader, epochs=epochs, verbose=True)
-            seconds = time.perf_counter() - started
-        finally:
-            os.chdir(cwd)
-        result = {"airbench": metadata.version("airbench"),
-                  "device": "cpu", "precision": "32", "seed": args.seed, "epochs": epochs,
-                  "acc": airbench.evaluate(model, test_loader, tta_level=0),
-                  "acc_tta": airbench.evaluate(model, test_loader, tta_level=hyp["net"]["tta_level"]),
-                  "wall_s": round(seconds, 1), "threads": torch.get_num_threads()}
-    print(json.dumps(result))
+        prepare_airbench_data(args.data_dir, Path(tmp) / "cifar10")
+        trained = airbench94(airbench, Path(tmp), args.seed, epochs=epochs, verbose=True)
+    print(json.dumps({"airbench": metadata.version("airbench"), "device": "cpu", "precision": "32",
+                      "seed": args.seed, "epochs": epochs, "acc": trained["acc"], "acc_tta": trained["acc_tta"],
+                      "wall_s": round(trained["train_s"], 1), "threads": torch.get_num_threads()}))
     return 0

@@ -69,19 +69,33 @@ def write_airbench_data(dm: CIFAR10DataModule, folder: Path) -> None:
                     "classes": list(dm.class_names)}, folder / name)
 
 
-def airbench94(airbench, folder: Path, seed: int) -> dict:
-    """One airbench94 training from the data in folder/cifar10 (airbench reads its test set from ./cifar10)."""
+def prepare_airbench_data(data_dir: str, folder: Path) -> None:
+    """All 50,000 training and the 10,000 test images of data_dir, written for airbench into folder."""
+    dm = CIFAR10DataModule(data_dir=data_dir, val_size=0)
+    dm.prepare_data()
+    dm.setup("fit")
+    write_airbench_data(dm, folder)
+
+
+def airbench94(airbench, folder: Path, seed: int, epochs: float | None = None, verbose: bool = False) -> dict:
+    """One airbench94 training from the data in folder/cifar10 (airbench reads its test set from ./cifar10).
+
+    The loaders come from airbench.utils, where bench airbench-cpu swaps in its CPU loader.
+    epochs: airbench's train_epochs (None: its 9.9); verbose: print airbench's per-epoch table.
+    """
     from airbench.lib_airbench94 import hyp
-    train_loader = airbench.CifarLoader(str(folder / "cifar10"), train=True, batch_size=hyp["opt"]["batch_size"],
-                                        aug=hyp["aug"], altflip=True)
-    test_loader = airbench.CifarLoader(str(folder / "cifar10"), train=False, batch_size=2000)
+    loader = airbench.utils.CifarLoader
+    train_loader = loader(str(folder / "cifar10"), train=True, batch_size=hyp["opt"]["batch_size"],
+                          aug=hyp["aug"], altflip=True)
+    test_loader = loader(str(folder / "cifar10"), train=False, batch_size=2000)
     torch.manual_seed(seed)
     cwd = os.getcwd()
     os.chdir(folder)
     try:
         torch.cuda.synchronize()
         started = time.perf_counter()
-        model = airbench.train94(train_loader, verbose=False)
+        model = airbench.train94(train_loader, epochs=hyp["opt"]["train_epochs"] if epochs is None else epochs,
+                                 verbose=verbose)
         torch.cuda.synchronize()
         seconds = time.perf_counter() - started
     finally:
@@ -107,10 +121,7 @@ def run(args: argparse.Namespace) -> int:
                   "fit_args": args.fit_args, "ours": summarise([ours(args.data_dir, s, tmp / "ours", extra)
                                                                 for s in range(args.seeds)])}
         if airbench:
-            dm = CIFAR10DataModule(data_dir=args.data_dir, val_size=0)
-            dm.prepare_data()
-            dm.setup("fit")
-            write_airbench_data(dm, tmp / "airbench" / "cifar10")
+            prepare_airbench_data(args.data_dir, tmp / "airbench" / "cifar10")
             airbench94(airbench, tmp / "airbench", seed=0)  # warm-up
             result["airbench94"] = summarise([airbench94(airbench, tmp / "airbench", s) for s in range(args.seeds)])
             result["time_ratio"] = round(result["ours"]["mean_train_s"] / result["airbench94"]["mean_train_s"], 3)
