@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         "augment": s["augment"], "device": str(device), "precision": s["precision"], "repeats": args.repeats,
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus", "threads": torch.get_num_threads(),
         "torch": torch.__version__, "lightning": L.__version__,
-        "lightning_s": round(best["lightning"], 3), "plain_s": round(best["plain"], 3),
+        "lightning_s": round(best["lightning"], 6), "plain_s": round(best["plain"], 6),
         "overhead": round(best["lightning"] / best["plain"] - 1, 4),
         "lightning_images_per_s": round(images / best["lightning"]),
         "plain_images_per_s": round(images / best["plain"]),
