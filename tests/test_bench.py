@@ -57,7 +57,24 @@ def test_layout_benchmark_times_both_memory_layouts_per_model(capsys, precision)
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
 def test_speedrun_benchmark_without_a_gpu_says_so(data_dir, capsys):
     assert main(["speedrun", "--data-dir", data_dir]) == 2
-    assert "no CUDA GPU" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no CUDA GPU" in err and "--accelerator cpu --steps" in err
+
+
+def test_speedrun_benchmark_on_the_cpu_times_the_first_steps_of_both(data_dir, capsys, monkeypatch):
+    """Ours and airbench94's own training, side by side on the CPU, 2 steps each (batches of 100 here)."""
+    pytest.importorskip("airbench", reason="airbench is in the dev extra: make install")
+    from airbench.lib_airbench94 import hyp
+    monkeypatch.setitem(hyp["opt"], "batch_size", 100)
+    assert main(["speedrun", "--accelerator", "cpu", "--steps", "2", "--seeds", "2", "--compare", "airbench",
+                 "--data-dir", data_dir, "--fit-args", "--batch-size 100"]) == 0
+    result = last_json_line(capsys)
+    assert result["device"].startswith("cpu") and result["steps"] == 2
+    for side in ("ours", "airbench94"):
+        assert len(result[side]["acc"]) == 2 and all(0 <= a <= 1 for a in result[side]["acc"])
+        assert all(s > 0 for s in result[side]["train_s"])
+    assert result["time_ratio"] == pytest.approx(result["ours"]["mean_train_s"] / result["airbench94"]["mean_train_s"],
+                                                 rel=0.01)
 
 
 def test_airbench_gets_the_same_images_in_its_own_layout(tiny_archive, tmp_path):

@@ -11,58 +11,20 @@ About 100 minutes on 2 CPU cores; on a GPU use `python -m cifar10.bench speedrun
 """
 
 import argparse
-import contextlib
 import json
 import tempfile
-import time
 from importlib import metadata
 from pathlib import Path
-from unittest import mock
 
 import torch
-from torch import nn
 
-from cifar10.bench.speedrun import airbench94, import_airbench, prepare_airbench_data
+from cifar10.bench.speedrun import airbench94, import_airbench, on_cpu, prepare_airbench_data
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default="data", help="folder holding (or to receive) cifar-10-batches-py")
     parser.add_argument("--seed", type=int, default=0, help="torch.manual_seed before airbench's training")
     parser.add_argument("--epochs", type=float, default=None, help="airbench's train_epochs (default its 9.9)")
-
-
-class WallClockEvent:
-    """torch.cuda.Event's timing interface, on the wall clock."""
-
-    def __init__(self, **_) -> None:
-        self.at = 0.0
-
-    def record(self) -> None:
-        self.at = time.perf_counter()
-
-    def elapsed_time(self, end: "WallClockEvent") -> float:
-        return 1e3 * (end.at - self.at)
-
-
-def cpu_loader_class(airbench):
-    class CpuFloatLoader(airbench.CifarLoader):
-        """airbench's loader with its tensors on the CPU in float32 (it loads them to cuda:0 in float16)."""
-
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **{**kwargs, "gpu": "cpu"})
-            self.images = self.images.float()
-    return CpuFloatLoader
-
-
-@contextlib.contextmanager
-def on_cpu(airbench):
-    """airbench's module globals and torch.cuda's timing calls pointed at the CPU, for the duration."""
-    keep_on_cpu = lambda module, *args, **kwargs: module  # noqa: E731  (.cuda() and .half() of the net)
-    with mock.patch.object(airbench.utils, "CifarLoader", cpu_loader_class(airbench)), \
-            mock.patch.object(nn.Module, "cuda", keep_on_cpu), mock.patch.object(nn.Module, "half", keep_on_cpu), \
-            mock.patch.object(torch.cuda, "Event", WallClockEvent), \
-            mock.patch.object(torch.cuda, "synchronize", lambda *args, **kwargs: None):
-        yield
 
 
 def run(args: argparse.Namespace) -> int:
