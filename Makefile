@@ -7,7 +7,7 @@ DATA_DIR ?= data
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: install fit test test-fast tensorboard bench clean
+.PHONY: install fit test test-fast tensorboard bench gpu-check clean
 
 install: $(STAMP)  ## create .venv and install the package with its pinned dependencies
 
@@ -33,6 +33,11 @@ bench: install  ## data pipeline and Lightning-loop benchmarks on DATA_DIR
 	$(BIN)/python -m cifar10.bench data --preset crop-flip --data-dir $(DATA_DIR)
 	$(BIN)/python -m cifar10.bench data --preset heavy --data-dir $(DATA_DIR)
 	$(BIN)/python -m cifar10.bench loop --model lenet --data-dir $(DATA_DIR)
+
+# No .venv here: it runs with the Python that already has torch and Lightning (PY=...), offline.
+PY ?= python3
+gpu-check:  ## the whole GPU path (fits, compile, DDP, evaluate/predict/export, benchmarks) in a few minutes
+	PYTHONPATH=.$${PYTHONPATH:+:$$PYTHONPATH} $(PY) -m cifar10.gpu_check --data-dir $(DATA_DIR) $(ARGS)
 
 clean:  ## remove caches (keeps .venv, data and lightning_logs)
 	rm -rf .pytest_cache build *.egg-info
