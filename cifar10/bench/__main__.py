@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "data": "cifar10.bench.data",
     "layout": "cifar10.bench.layout",
     "loop": "cifar10.bench.loop",
+    "results": "cifar10.bench.results",
     "speedrun": "cifar10.bench.speedrun",
 }
 
