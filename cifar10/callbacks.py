@@ -1,11 +1,11 @@
-"""Lightning callbacks of the fit command: per-batch seeding, throughput, an image grid, Ctrl-C saving."""
+"""Lightning callbacks of the fit command: per-batch seeding, throughput, an image grid, a progress bar."""
 
 import time
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import matplotlib
+from lightning.pytorch.callbacks import TQDMProgressBar
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -30,7 +30,13 @@ class BatchSeed(L.Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
-        torch.manual_seed(stream_seed(self.seed, trainer.current_epoch, GLOBAL_STREAM, trainer.global_rank, batch_idx))
+        seed = stream_seed(self.seed, trainer.current_epoch, GLOBAL_STREAM, trainer.global_rank, batch_idx)
+        # Only the generators this process draws from: torch.manual_seed also queries every other device
+        # kind and CUDA generator, which costs about 0.7 ms a call on a CUDA build (measured, bench loop).
+        torch.default_generator.manual_seed(seed)
+        device = pl_module.device
+        if device.type == "cuda":
+            torch.cuda.default_generators[device.index or 0].manual_seed(seed)
 
 
 class Throughput(L.Callback):
@@ -134,17 +140,27 @@ def image_grid_figure(pixels: torch.Tensor, names: list[str], per_row: int = 8) 
     return figure
 
 
-class SaveOnInterrupt(L.Callback):
-    """On Ctrl-C (KeyboardInterrupt) after training began, write a resumable checkpoint before Lightning exits."""
+class ProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar, refreshed every `interval_s` seconds during training instead of every N steps.
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.saved = False
+    Each refresh formats the bar and reads the shown values back from the device, so refreshing by
+    time keeps that cost per second, not per step, whether a step takes 100 ms or 1 ms.
+    """
 
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, KeyboardInterrupt) and trainer.state.fn == "fit" and trainer.global_step > 0:
-            trainer.save_checkpoint(self.path)
-            self.saved = True
+    def __init__(self, interval_s: float = 0.5) -> None:
+        super().__init__(refresh_rate=10)  # validation and test bars: every 10 batches
+        self.interval_s = interval_s
+        self._next_refresh = 0.0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        bar, now = self.train_progress_bar, time.monotonic()
+        if bar is None or bar.disable or (now < self._next_refresh and batch_idx + 1 != bar.total):
+            return
+        self._next_refresh = now + self.interval_s
+        bar.n = batch_idx + 1
+        bar.refresh()
+        bar.set_postfix(self.get_metrics(trainer, pl_module))
 
 
 class RunSettings(L.Callback):

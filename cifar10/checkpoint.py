@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from cifar10.data import normalize
+from cifar10.data import CLASSES, normalize
 from cifar10.errors import UserError
 from cifar10.models import create_model, model_names
 from cifar10.models.base import ClassifierModule
@@ -33,10 +33,12 @@ def _not_ours(path: Path, why: str) -> UserError:
 
 
 def _why_unreadable(err: Exception) -> str:
-    unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+    # torch words it "Unsupported global: GLOBAL x.y" or "unsupported GLOBAL x.y whose module x is blocked"
+    unsafe = re.search(r"GLOBAL ([\w.]+)", str(err))
     if unsafe:
-        return f"it holds a pickled {unsafe.group(1)} object, which weights-only loading refuses for safety"
-    return f"it is not a PyTorch checkpoint file: {type(err).__name__}"
+        return (f"refused: it holds code: a pickled {unsafe.group(1)} object, which weights-only loading refuses "
+                "to build; nothing in it was executed")
+    return f"it is not a PyTorch checkpoint file, or it is damaged or cut short: {type(err).__name__}"
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -64,21 +66,31 @@ def checkpoint_meta(ckpt: dict, path: str | Path = "checkpoint") -> Meta:
         raise UserError(f"{path} holds model {name!r}, which this version of cifar10 does not have "
                         f"(known: {', '.join(model_names())}). Use the cifar10 version that trained it.")
     try:
-        return Meta(model=name, class_names=[str(c) for c in hparams["class_names"]],
+        meta = Meta(model=name, class_names=[str(c) for c in hparams["class_names"]],
                     mean=tuple(float(m) for m in hparams["mean"]), std=tuple(float(s) for s in hparams["std"]),
                     hparams=hparams)
     except (KeyError, TypeError, ValueError) as err:
         raise _not_ours(Path(path), f"its hyper_parameters lack usable {err}") from None
+    if len(meta.class_names) != len(CLASSES) or len(meta.mean) != 3 or len(meta.std) != 3:
+        raise _not_ours(Path(path), f"it names {len(meta.class_names)} classes and {len(meta.mean)} channel means; "
+                        f"CIFAR-10 has {len(CLASSES)} and 3")
+    return meta
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[ClassifierModule, Meta]:
-    """(model in eval mode on `map_location`, Meta) from a checkpoint written by the fit CLI."""
-    ckpt = read_checkpoint(path, map_location)
+def build_model(ckpt: dict, path: str | Path = "checkpoint") -> tuple[ClassifierModule, Meta]:
+    """The checkpoint's model with its weights loaded (on the CPU); UserError when they do not fit it."""
     meta = checkpoint_meta(ckpt, path)
     model = create_model(meta.model, **meta.hparams)
     try:
         model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as err:
-        raise UserError(f"the weights in {path} do not fit model {meta.model!r}: "
-                        f"{str(err).splitlines()[0]} Was the file edited, or written by another version?") from None
+    except RuntimeError:
+        raise UserError(f"the weights in {path} do not fit model {meta.model!r} (missing or unexpected layers, or "
+                        "other shapes): was the file edited, or written by another version of cifar10? Use the "
+                        "checkpoint as fit wrote it.") from None
+    return model, meta
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[ClassifierModule, Meta]:
+    """(model in eval mode on `map_location`, Meta) from a checkpoint written by the fit CLI."""
+    model, meta = build_model(read_checkpoint(path), path)
     return model.to(map_location).eval(), meta

@@ -15,6 +15,7 @@ from cifar10 import reporting
 from cifar10.checkpoint import Meta, load_checkpoint
 from cifar10.data import CIFAR10DataModule
 from cifar10.errors import CliParser, UserError, exits_cleanly
+from cifar10.files import atomic_write_text, writable_folder
 from cifar10.models.base import MAX_MISCLASSIFIED, TTA_MODES, Misclassified, augmented_logits
 
 
@@ -123,7 +124,7 @@ def write_report(out: Path, result: Evaluation, meta: Meta, ckpt: Path, tta: str
     report = {"checkpoint": str(ckpt), "model": meta.model, "tta": tta, "n_images": result.n_images,
               "acc": result.acc, "per_class_acc": result.per_class_acc, "class_names": meta.class_names,
               "confusion": result.confusion, "figures": written}
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
     return report
 
 
@@ -132,10 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     device = pick_device(args.accelerator)
     model, meta = load_checkpoint(args.ckpt, map_location=device)
+    out = writable_folder(Path(args.out) if args.out else Path(args.ckpt).parent / "report", "--out")  # before the pass
     args.tta = args.tta or meta.hparams.get("tta", "none")  # checkpoints from before TTA modes have none
     result = evaluate(model, meta, test_loader(args), device, args.tta)
     print(tables(result, meta.class_names, args.tta))
-    out = Path(args.out) if args.out else Path(args.ckpt).parent / "report"
     write_report(out, result, meta, Path(args.ckpt), args.tta)
     print(f"\nreport written to {out}")
     return 0

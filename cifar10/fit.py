@@ -4,31 +4,47 @@ Settings are layered, later layers winning: built-in defaults, the model's recip
 resumed checkpoint was trained with, `--config FILE.yaml`, explicit flags.
 """
 
-import argparse
-import inspect
 import signal
 import sys
-import warnings
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
-import lightning as L
-import torch
-import yaml
-from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
-from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_only
 
-from cifar10 import reporting, runs
-from cifar10.callbacks import (AugmentedImages, BatchSeed, RunSettings, SaveOnInterrupt, StretchSchedule,
+def exit_on_signal(signum: int, frame: object) -> None:
+    """Outside training (start-up, download, set-up), SIGINT and SIGTERM end the command quietly."""
+    print(f"\n{signal.Signals(signum).name}: stopped outside training, so there was nothing to save.", file=sys.stderr)
+    raise SystemExit(128 + signum)
+
+
+if __name__ == "__main__":  # before the heavy imports below: a signal while they load ends quietly too
+    for _signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(_signum, exit_on_signal)
+
+import argparse  # noqa: E402
+import inspect  # noqa: E402
+import math  # noqa: E402
+import warnings  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import lightning as L  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from lightning.fabric.utilities.exceptions import MisconfigurationException  # noqa: E402
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint  # noqa: E402
+from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
+from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
+
+from cifar10 import reporting, runs  # noqa: E402
+from cifar10.callbacks import (AugmentedImages, BatchSeed, ProgressBar, RunSettings, StretchSchedule,  # noqa: E402
                                Throughput)
-from cifar10.data import AUGMENT_PRESETS, NORMALIZE_PRESETS, CIFAR10DataModule
-from cifar10.errors import CliParser, UserError, exits_cleanly
-from cifar10.models import create_model, model_info, model_names
-from cifar10.models.base import OPTIMIZERS, SCHEDULES, TTA_MODES, ClassifierModule
-from cifar10.recipes import RECIPES, recipe
+from cifar10.data import AUGMENT_PRESETS, NORMALIZE_PRESETS, CIFAR10DataModule  # noqa: E402
+from cifar10.errors import CliParser, UserError, exits_cleanly  # noqa: E402
+from cifar10.files import AtomicCheckpointIO  # noqa: E402
+from cifar10.models import create_model, model_info, model_names  # noqa: E402
+from cifar10.models.base import OPTIMIZERS, SCHEDULES, TTA_MODES, ClassifierModule  # noqa: E402
+from cifar10.recipes import RECIPES, recipe  # noqa: E402
+from cifar10.stopping import FiniteLoss, NonFiniteLoss, StopOnSignal, StopRequested, preserved_handlers  # noqa: E402
 
 DEFAULT_MODEL = "speedrun"
 DEFAULTS: dict[str, Any] = {  # what no recipe decides
@@ -40,7 +56,6 @@ DEFAULTS: dict[str, Any] = {  # what no recipe decides
 PER_INVOCATION = ("ckpt_path", "config")  # never inherited by a resumed run
 PRECISIONS = ("auto", "32", "16-mixed", "bf16-mixed")
 ACCELERATORS = ("auto", "cpu", "gpu")
-PROGRESS_EVERY = 10  # steps between progress-bar refreshes: each reads the shown values back from the GPU
 
 
 def count_or_fraction(text: str) -> int | float:
@@ -176,7 +191,37 @@ def resolve_settings(given: dict[str, Any]) -> tuple[dict[str, Any], runs.Resume
         layers.append(recipe(model, given["recipe"]))
     settings = {k: v for layer in layers for k, v in layer.items()} | given | {"model": model}
     settings.setdefault("ckpt_path", None)
+    check_values(settings)
     return settings, resume
+
+
+def check_values(s: dict[str, Any]) -> None:
+    """Reject values that would run and 'succeed' meaninglessly, before any folder is made."""
+    def finite(key: str) -> bool:
+        return isinstance(s[key], (int, float)) and math.isfinite(s[key])
+
+    limit = s["limit_train_batches"]
+    problems = [
+        (finite("lr") and s["lr"] > 0, f"--lr {s['lr']} must be a finite number above 0"),
+        (s["batch_size"] >= 1, f"--batch-size {s['batch_size']} must be at least 1"),
+        (s["max_epochs"] >= 1, f"--max-epochs {s['max_epochs']} must be at least 1"),
+        (finite("momentum") and s["momentum"] >= 0, f"--momentum {s['momentum']} must be a finite number >= 0"),
+        (finite("weight_decay") and s["weight_decay"] >= 0,
+         f"--weight-decay {s['weight_decay']} must be a finite number >= 0"),
+        (finite("label_smoothing") and 0 <= s["label_smoothing"] < 1,
+         f"--label-smoothing {s['label_smoothing']} must be in [0, 1)"),
+        (finite("bias_lr_scale") and s["bias_lr_scale"] > 0, f"--bias-lr-scale {s['bias_lr_scale']} must be above 0"),
+        (limit >= 1 if isinstance(limit, int) else 0 < limit <= 1,
+         f"--limit-train-batches {limit} must be a count >= 1 or a fraction in (0, 1]"),
+        (not isinstance(s["val_size"], (int, float)) or s["val_size"] >= 0, f"--val-size {s['val_size']} is negative"),
+        (0 <= s["seed"] < 2**32, f"--seed {s['seed']} must be in [0, 2**32)"),
+        (s["num_nodes"] >= 1, f"--num-nodes {s['num_nodes']} must be at least 1"),
+        (s["devices"] == "auto" or s["devices"] >= 1, f"--devices {s['devices']} must be at least 1 (or auto)"),
+    ]
+    wrong = [why for ok, why in problems if not ok]
+    if wrong:
+        raise UserError("; ".join(wrong) + ". Nothing was run and no run folder was made: fix the value (flag, "
+                        "--config file or recipe) and run again.")
 
 
 def check_accelerator(accelerator: str) -> None:
@@ -199,6 +244,9 @@ def resolve_auto(settings: dict[str, Any]) -> dict[str, Any]:
     s = dict(settings)
     if s["precision"] == "auto":
         s["precision"] = "bf16-mixed" if uses_cuda(s) and torch.cuda.is_bf16_supported() else "32"
+    elif s["precision"] == "16-mixed" and not uses_cuda(s):  # what Lightning runs instead, so the record is true
+        rank_zero_only(print)("--precision 16-mixed needs a GPU; on the CPU this run uses bf16-mixed.", file=sys.stderr)
+        s["precision"] = "bf16-mixed"
     if s["channels_last"] is None:
         s["channels_last"] = True
     return s
@@ -226,16 +274,20 @@ def make_logger(s: dict[str, Any], resume: runs.ResumePoint | None) -> TensorBoa
         run = resume.run_dir
         return TensorBoardLogger(save_dir=run.parent.parent, name=run.parent.name, version=resume.version,
                                  default_hp_metric=False)
-    return TensorBoardLogger(save_dir=s["logdir"], name=s["model"], default_hp_metric=False)
+    version = runs.claim_version(Path(s["logdir"]), s["model"], rank_zero_only.rank)
+    return TensorBoardLogger(save_dir=s["logdir"], name=s["model"], version=version, default_hp_metric=False)
 
 
-def make_trainer(s: dict[str, Any], logger: TensorBoardLogger, callbacks: list[L.Callback]) -> L.Trainer:
+def make_trainer(s: dict[str, Any], logger: TensorBoardLogger, callbacks: list[L.Callback], **overrides: Any) -> L.Trainer:
     try:
-        return L.Trainer(
-            accelerator=s["accelerator"], devices=s["devices"], num_nodes=s["num_nodes"], strategy=s["strategy"],
-            precision=s["precision"], max_epochs=s["max_epochs"], limit_train_batches=s["limit_train_batches"],
-            deterministic=is_deterministic(s), logger=logger, callbacks=callbacks, default_root_dir=s["logdir"],
-            use_distributed_sampler=False)  # the DataModule shards the data itself under DDP
+        return L.Trainer(**{
+            "accelerator": s["accelerator"], "devices": s["devices"], "num_nodes": s["num_nodes"],
+            "strategy": s["strategy"], "precision": s["precision"], "max_epochs": s["max_epochs"],
+            "limit_train_batches": s["limit_train_batches"], "deterministic": is_deterministic(s), "logger": logger,
+            "callbacks": callbacks, "default_root_dir": s["logdir"],
+            "plugins": [AtomicCheckpointIO()],  # same-folder temp file + rename: a kill never damages a checkpoint
+            "use_distributed_sampler": False,  # the DataModule shards the data itself under DDP
+            **overrides})
     except (MisconfigurationException, ValueError) as err:
         raise UserError(f"Lightning rejected these settings: {err} Check --accelerator, --devices, --strategy "
                         "and --precision.") from None
@@ -260,17 +312,22 @@ def log_interval(dm: CIFAR10DataModule, batch_size: int) -> int:
     return max(1, min(50, steps_per_epoch // 4))
 
 
-def run_fit(trainer: L.Trainer, model: ClassifierModule, dm: CIFAR10DataModule, ckpt: Path | None) -> bool:
-    """trainer.fit; True when Ctrl-C stopped it (Lightning then raises SystemExit and ignores SIGINT)."""
-    sigint = signal.getsignal(signal.SIGINT)
+class StoppedAtOnce(Exception):
+    """A second Ctrl-C: Lightning stopped wherever it was (it raises SystemExit for KeyboardInterrupt)."""
+
+
+def lightning_call(trainer: L.Trainer, stop: StopOnSignal, method: str, *args: Any, **kwargs: Any) -> None:
+    """trainer.fit or trainer.test with `stop` handling SIGINT and SIGTERM; the handlers before are put back."""
     try:
-        trainer.fit(model, datamodule=dm, ckpt_path=ckpt)
-    except SystemExit:
+        with preserved_handlers():
+            stop.install()
+            getattr(trainer, method)(*args, **kwargs)
+    except SystemExit:  # Lightning's answer to KeyboardInterrupt, and to SIGTERM in its set-up
         if not trainer.interrupted:
             raise
-    finally:
-        signal.signal(signal.SIGINT, sigint)
-    return trainer.interrupted
+        if stop.requested == signal.SIGTERM:
+            raise StopRequested(signal.SIGTERM, None) from None
+        raise StoppedAtOnce() from None
 
 
 def device_name(trainer: L.Trainer) -> str:
@@ -318,25 +375,69 @@ def fit(settings: dict[str, Any], resume: runs.ResumePoint | None, extra_callbac
         warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     logger = make_logger(s, resume)
     run_dir = Path(logger.log_dir)
+    try:
+        with runs.version_shared_with_children(logger.version):
+            return train_and_test(s, resume, extra_callbacks, logger, run_dir)
+    except NonFiniteLoss as err:
+        if rank_zero_only.rank == 0:
+            runs.write_metrics(run_dir, {"model": s["model"], "status": "failed", "error": str(err), "settings": s})
+            logger.finalize("failed")
+        raise UserError(f"{err} Run folder: {run_dir} (metrics.json says status: failed).") from None
+    except StopRequested as stop:
+        return stopped(s, stop, run_dir)
+    except StoppedAtOnce:
+        last = run_dir / "checkpoints" / "last.ckpt"
+        kept = f"{last} is the one saved last before it" if last.is_file() else "no checkpoint was saved"
+        print(f"\nStopped at once (second Ctrl-C); {kept}.", file=sys.stderr)
+        return 130
+
+
+@dataclass(frozen=True)
+class FitCallbacks:
+    """A fit's callbacks, in order, with the ones whose state the command reads afterwards by name."""
+
+    stop: StopOnSignal
+    best: ModelCheckpoint
+    throughput: Throughput
+    all: list[L.Callback]
+
+
+def fit_callbacks(s: dict[str, Any], run_dir: Path, extra: Sequence[L.Callback] = ()) -> FitCallbacks:
     best, last = checkpoint_callbacks(run_dir / "checkpoints")
-    throughput, interrupt = Throughput(), SaveOnInterrupt(run_dir / "checkpoints" / "last.ckpt")
-    trainer = make_trainer(s, logger, [  # before the download, so bad settings fail fast
+    throughput, stop = Throughput(), StopOnSignal(run_dir / "checkpoints" / "last.ckpt")
+    return FitCallbacks(stop, best, throughput, [
+        stop,  # first: it stops at a batch's start, before the other callbacks' per-batch work
         best, last, LearningRateMonitor(logging_interval="step"), BatchSeed(s["seed"]), throughput, AugmentedImages(),
-        interrupt, StretchSchedule(), RunSettings({k: v for k, v in s.items() if k not in PER_INVOCATION}),
-        TQDMProgressBar(refresh_rate=PROGRESS_EVERY), *extra_callbacks])
+        FiniteLoss(), StretchSchedule(), RunSettings({k: v for k, v in s.items() if k not in PER_INVOCATION}),
+        ProgressBar(), *extra])
+
+
+def build_run(s: dict[str, Any], logger: TensorBoardLogger, run_dir: Path, extra_callbacks: Sequence[L.Callback] = (),
+              **trainer_overrides: Any) -> tuple[L.Trainer, CIFAR10DataModule, ClassifierModule, FitCallbacks]:
+    """Trainer, DataModule (data read), model and callbacks of a fit from resolved settings; what `fit`
+    runs, and what the benchmarks time. `trainer_overrides` go to L.Trainer (benchmarks shorten runs)."""
+    callbacks = fit_callbacks(s, run_dir, extra_callbacks)
+    trainer = make_trainer(s, logger, callbacks.all, **trainer_overrides)  # before the download: bad settings fail fast
     dm = make_datamodule(s)
     dm.prepare_data()
     dm.setup("fit")  # mean/std of the training split go into the model's hyper-parameters
     trainer.log_every_n_steps = log_interval(dm, s["batch_size"])
-    model = make_model(s, dm)
+    return trainer, dm, make_model(s, dm), callbacks
+
+
+def train_and_test(s: dict[str, Any], resume: runs.ResumePoint | None, extra_callbacks: Sequence[L.Callback],
+                   logger: TensorBoardLogger, run_dir: Path) -> int:
+    trainer, dm, model, callbacks = build_run(s, logger, run_dir, extra_callbacks)
+    stop, best, throughput = callbacks.stop, callbacks.best, callbacks.throughput
     rank_zero_only(print)(f"run folder: {run_dir}" + (f" (resuming {resume.ckpt})" if resume else ""))
-    if run_fit(trainer, model, dm, resume.ckpt if resume else None):
-        return interrupted(s, interrupt, run_dir)
+    lightning_call(trainer, stop, "fit", model, datamodule=dm, ckpt_path=resume.ckpt if resume else None)
     wall_time = throughput.wall_s  # of the whole run, earlier sessions included when resumed
+    if stop.requested is not None:  # during the last validation: training is complete and saved
+        raise StopRequested(stop.requested, None)
 
     # the best checkpoint by val/acc, unless validation ran on the test split: then the final weights
     tested = best.best_model_path if dm.val_images is not None else ""
-    trainer.test(model, datamodule=dm, ckpt_path=tested or None)
+    lightning_call(trainer, stop, "test", model, datamodule=dm, ckpt_path=tested or None)
     results = model.test_results
     metrics = {
         "model": s["model"], "params": sum(p.numel() for p in model.parameters()),
@@ -346,7 +447,7 @@ def fit(settings: dict[str, Any], resume: runs.ResumePoint | None, extra_callbac
         "test_acc": float(results["acc"]), "per_class_acc": results["per_class_acc"],
         "recipe": s["recipe"], "seed": s["seed"], "precision": s["precision"], "device": device_name(trainer),
         "best_ckpt": best.best_model_path, "tested": tested or "final weights",
-        "resumed_from": str(resume.ckpt) if resume else None, "settings": s,
+        "resumed_from": str(resume.ckpt) if resume else None, "status": "finished", "settings": s,
     }
     if trainer.is_global_zero:
         log_report(logger, trainer.global_step, s, metrics, results, list(dm.class_names))
@@ -355,13 +456,19 @@ def fit(settings: dict[str, Any], resume: runs.ResumePoint | None, extra_callbac
     return 0
 
 
-def interrupted(s: dict[str, Any], interrupt: SaveOnInterrupt, run_dir: Path) -> int:
-    if not interrupt.saved:
-        print(f"\nInterrupted before the first training step; nothing saved in {run_dir}.", file=sys.stderr)
-        return 130
-    print(f"\nInterrupted: saved {interrupt.path}\nResume with: python -m cifar10.fit --model {s['model']} "
-          f"--logdir {s['logdir']} --ckpt-path last   (or --ckpt-path {interrupt.path})", file=sys.stderr)
-    return 130
+def stopped(s: dict[str, Any], stop: StopRequested, run_dir: Path) -> int:
+    """The message after a stop on request, and its exit code (130 for SIGINT, 143 for SIGTERM)."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    resume = f"python -m cifar10.fit --model {s['model']} --logdir {s['logdir']} --ckpt-path last"
+    if stop.saved:
+        what = f"saved {stop.saved} after the step in flight"
+    elif last.is_file():
+        what = f"training is saved in {last}; the run stopped before its final test"
+    else:
+        what = f"stopped before the first training step; nothing saved in {run_dir}"
+    rank_zero_only(print)(f"\nStopped ({stop}): {what}.\nResume with: {resume}   (or --ckpt-path {last})",
+                          file=sys.stderr)
+    return stop.exit_code
 
 
 @exits_cleanly
@@ -372,10 +479,13 @@ def main(argv: Sequence[str] | None = None, *, callbacks: Sequence[L.Callback] =
         return fit(settings, resume, callbacks)
     except MisconfigurationException as err:  # raised later than Trainer(...), e.g. by fit's set-up
         raise UserError(f"Lightning rejected these settings: {err}") from None
-    except KeyboardInterrupt:  # outside trainer.fit, e.g. while downloading
+    except KeyboardInterrupt:  # outside trainer.fit and test, e.g. while downloading
         print("\nInterrupted.", file=sys.stderr)
         return 130
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    for _signum in (signal.SIGINT, signal.SIGTERM):  # the work is done: a late signal must not kill the
+        signal.signal(_signum, signal.SIG_IGN)       # interpreter mid-shutdown with another exit code
+    sys.exit(code)

@@ -1,13 +1,18 @@
 """Run folders (`<logdir>/<model>/version_N/`), where to resume from, and metrics.json."""
 
 import json
+import os
 import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cifar10.checkpoint import read_checkpoint
+from cifar10.checkpoint import build_model, read_checkpoint
 from cifar10.errors import UserError
+from cifar10.files import atomic_write_text
 
 VERSION = re.compile(r"version_(\d+)")
 SETTINGS_KEY = "RunSettings"  # state key of cifar10.callbacks.RunSettings inside ckpt["callbacks"]
@@ -33,6 +38,44 @@ def version_dirs(logdir: Path, model: str) -> list[Path]:
     return sorted(runs, key=lambda p: int(p.name.removeprefix("version_")))
 
 
+VERSION_ENV = "CIFAR10_RUN_VERSION"  # the claimed version, inherited by the DDP processes Lightning starts
+
+
+def claim_version(logdir: Path, model: str, rank: int = 0) -> int:
+    """A version_N of its own for a new run: rank 0 creates the folder (mkdir is atomic, so two runs
+    started at once never share one); the other processes of a DDP run take the version rank 0 claimed.
+    """
+    if os.environ.get(VERSION_ENV, "").isdigit():
+        return int(os.environ[VERSION_ENV])
+    folder = Path(logdir) / model
+    existing = version_dirs(logdir, model)
+    version = int(existing[-1].name.removeprefix("version_")) + 1 if existing else 0
+    if rank != 0:  # launched by torchrun/SLURM without rank 0's claim: the folder name is not used to write
+        return version
+    folder.mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            (folder / f"version_{version}").mkdir()
+        except FileExistsError:
+            version += 1
+            continue
+        return version
+
+
+@contextmanager
+def version_shared_with_children(version: int) -> Iterator[None]:
+    """Hand the claimed version to the processes Lightning's DDP launcher starts from this one."""
+    before = os.environ.get(VERSION_ENV)
+    os.environ[VERSION_ENV] = str(version)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(VERSION_ENV, None)
+        else:
+            os.environ[VERSION_ENV] = before
+
+
 def latest_checkpoint(logdir: Path, model: str) -> Path:
     """checkpoints/last.ckpt of the newest run of `model` that has one."""
     for run in reversed(version_dirs(logdir, model)):
@@ -44,33 +87,65 @@ def latest_checkpoint(logdir: Path, model: str) -> Path:
         "or give the checkpoint's path.")
 
 
-def read_checkpoint_meta(path: Path) -> tuple[str, dict[str, Any]]:
-    """The model name and saved run settings of a project checkpoint (weights_only load, CPU)."""
+def read_checkpoint_meta(path: Path, model: str | None = None) -> tuple[str, dict[str, Any]]:
+    """The model name and saved run settings of a project checkpoint (weights_only load, CPU), after
+    checking that it holds `model` (None: any) and that its weights fit the model it names."""
     ckpt = read_checkpoint(path)  # UserError for unreadable files and other projects' checkpoints
+    saved_model = ckpt["cifar10"].get("model") if isinstance(ckpt["cifar10"], dict) else None
+    if model is not None and saved_model != model:
+        raise UserError(f"{path} holds a {saved_model!r} model, not {model!r}. Resume it with "
+                        f"--model {saved_model}, or pick a checkpoint of {model!r}.")
+    build_model(ckpt, path)
     settings = ckpt.get("callbacks", {}).get(SETTINGS_KEY, {}).get("settings", {})
-    return ckpt["cifar10"]["model"], dict(settings)
+    return saved_model, dict(settings)
+
+
+def readable_checkpoints(logdir: Path, model: str) -> list[Path]:
+    """Every checkpoint of `model`'s runs that loads, newest run first, last.ckpt before best.ckpt."""
+    found = []
+    for run in reversed(version_dirs(logdir, model)):
+        for name in ("last.ckpt", "best.ckpt"):
+            path = run / "checkpoints" / name
+            try:
+                if path.is_file() and read_checkpoint_meta(path):
+                    found.append(path)
+            except UserError:
+                pass
+    return found
+
+
+def read_last(path: Path, logdir: Path, model: str) -> tuple[str, dict[str, Any]]:
+    """read_checkpoint_meta of --ckpt-path last's file; if it is damaged, say which checkpoint still loads."""
+    try:
+        return read_checkpoint_meta(path, model)
+    except UserError as err:
+        usable = readable_checkpoints(logdir, model)
+        advice = (f"The newest readable checkpoint is {usable[0]}: resume it with --ckpt-path {usable[0]}."
+                  if usable else f"No readable checkpoint of {model!r} is left under {Path(logdir)}/{model}/.")
+        raise UserError(f"--ckpt-path last found {path}, but it cannot be read: {err} {advice}") from None
 
 
 def resume_point(ckpt_path: str, logdir: Path, model: str | None) -> ResumePoint:
     """Resolve `--ckpt-path` ('last' or a file) and check it holds `model` (None: take the checkpoint's)."""
     if ckpt_path == "last":
         path = latest_checkpoint(logdir, model)
+        saved_model, settings = read_last(path, logdir, model)
     else:
         path = Path(ckpt_path).expanduser()
         if not path.is_file():
             raise UserError(f"checkpoint {path} does not exist. Pass an existing .ckpt file, or "
                             "'--ckpt-path last' to resume the newest run of --model under --logdir.")
-    saved_model, settings = read_checkpoint_meta(path)
-    if model is not None and saved_model != model:
-        raise UserError(f"{path} holds a {saved_model!r} model, not {model!r}. Resume it with "
-                        f"--model {saved_model}, or pick a checkpoint of {model!r}.")
+        saved_model, settings = read_checkpoint_meta(path, model)
     run_dir = path.parent.parent
     in_run = path.parent.name == "checkpoints" and VERSION.fullmatch(run_dir.name) is not None
     return ResumePoint(path, saved_model, run_dir if in_run else None, settings)
 
 
 def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> Path:
-    """Write metrics.json into the run folder."""
-    path = Path(run_dir) / "metrics.json"
-    path.write_text(json.dumps(metrics, indent=2) + "\n")
-    return path
+    """Write metrics.json into the run folder (atomically: a crash leaves the previous one whole)."""
+    return atomic_write_text(Path(run_dir) / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    from cifar10.run_table import main
+    sys.exit(main())

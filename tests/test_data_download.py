@@ -75,6 +75,21 @@ def test_truncated_download_with_matching_md5_fails_extraction_cleanly(tiny_arch
     assert not (tmp_path / "data" / FOLDER_NAME).exists() and leftovers(tmp_path / "data") == []
 
 
+def test_archive_cut_at_a_member_boundary_with_matching_md5_is_called_incomplete(tiny_archive, tmp_path):
+    """A valid gzip of a tar cut after its first members: it extracts without error, yet is not CIFAR-10."""
+    import gzip
+    raw = gzip.decompress(tiny_archive.path.read_bytes())
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        second = tar.getmembers()[1].offset  # where the second member's header starts
+    cut = tmp_path / "src" / ARCHIVE_NAME
+    cut.parent.mkdir()
+    cut.write_bytes(gzip.compress(raw[:second] + bytes(1024)))  # end-of-archive blocks right after member 1
+    from torchvision.datasets.utils import calculate_md5
+    with pytest.raises(UserError, match="incomplete.*truncated, corrupt, or another archive"):
+        ensure_extracted(tmp_path / "data", cut.as_uri(), calculate_md5(cut))
+    assert not (tmp_path / "data" / FOLDER_NAME).exists()
+
+
 def test_members_outside_the_folder_are_refused(tmp_path):
     archive = tmp_path / "evil.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:

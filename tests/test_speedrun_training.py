@@ -99,13 +99,13 @@ def speedrun_args(archive, data, logdir, *extra: str) -> list[str]:
 
 @pytest.mark.slow
 def test_speedrun_interrupted_mid_epoch_with_lookahead_ends_like_an_uninterrupted_one(tiny_archive, tmp_path):
-    """5 steps an epoch, a lookahead update at each epoch's end; Ctrl-C at step 22, between two updates."""
+    """5 steps an epoch, a lookahead update at each epoch's end; Ctrl-C in step 22, saved after it, between two updates."""
     data = tmp_path / "data"
     assert main(speedrun_args(tiny_archive, data, tmp_path / "straight")) == 0
     assert main(speedrun_args(tiny_archive, data, tmp_path / "split"), callbacks=[InterruptAt(epoch=4, batch=2)]) == 130
     interrupted = torch.load(tmp_path / "split" / "speedrun" / "version_0" / "checkpoints" / "last.ckpt",
                              weights_only=True)
-    assert interrupted["global_step"] == 22 and interrupted["lookahead"] is not None
+    assert interrupted["global_step"] == 23 and interrupted["lookahead"] is not None
     assert main([*speedrun_args(tiny_archive, data, tmp_path / "split"), "--ckpt-path", "last"]) == 0
 
     final = {}

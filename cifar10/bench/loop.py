@@ -1,11 +1,16 @@
 """Time a Lightning fit epoch against a plain PyTorch loop: same model, data pipeline and batch size.
 
-Both sides train a freshly built model (same seed, the recipe's optimizer and schedule) on the same
-DataModule batches, augmented and normalised by the same code on the same device, with loss and
-accuracy accumulated on the device. The Lightning side runs as the fit command does (TensorBoard
-logging, progress bar, LR monitor, torchmetrics) without validation and checkpoints, which the plain
-loop does not do either. Timed: the whole trainer.fit call, set-up included, against the whole plain
-loop. The sides alternate --repeats times and the best run of each is reported.
+The Lightning side is built by `fit.build_run`, exactly as `python -m cifar10.fit` builds it (its
+callbacks, TensorBoard logger, progress bar, checkpoints, per-batch seeding, throughput, the
+DataModule's augmentation hooks), for one epoch of --batches batches, with validation off (the plain
+loop does not validate either). The plain side trains a freshly built copy of the same model (same
+seed, optimizer and schedule) on the same DataModule batches, augmented and normalised by the same
+code, with loss and accuracy accumulated on the device. The sides alternate --repeats times; the best
+of each is reported: the whole trainer.fit call (set-up included) against the whole plain loop, and the
+steady per-step time of each (from the first batch to the last).
+
+`--overhead` swaps the network for one linear layer on batches of 4 images, so a step's math costs
+next to nothing and the per-step difference is the cost of Lightning and our callbacks themselves.
 """
 
 import argparse
@@ -15,23 +20,39 @@ import platform
 import tempfile
 import time
 from itertools import islice
+from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
+from torch import nn
 
 from cifar10 import fit
 from cifar10.data import CIFAR10DataModule, augment
 from cifar10.models import model_names
 from cifar10.models.base import ClassifierModule, build_optimizer
 
+OVERHEAD_BATCH, OVERHEAD_BATCHES = 4, 2000
+
+
+class OneLinearLayer(ClassifierModule):
+    """A network whose math is negligible: one linear layer on the flattened image."""
+
+    model_name = "one-linear-layer"
+
+    def build_net(self) -> nn.Module:
+        return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", choices=model_names(), default="lenet")
+    parser.add_argument("--model", choices=model_names(), default="lenet",
+                        help="whose recipe (and, without --overhead, network) is timed")
     parser.add_argument("--recipe", choices=("tutorial", "default"), default="default",
                         help="batch size, optimizer, schedule and augmentation come from it")
+    parser.add_argument("--overhead", action="store_true",
+                        help=f"one linear layer on batches of {OVERHEAD_BATCH} ({OVERHEAD_BATCHES} of them unless "
+                             "--batches): the per-step cost of the loop itself")
     parser.add_argument("--data-dir", default="data", help="folder holding (or to receive) cifar-10-batches-py")
     parser.add_argument("--batch-size", type=int, help="default: the recipe's")
     parser.add_argument("--batches", type=int, help="batches per epoch (default: the whole epoch)")
@@ -45,37 +66,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def settings_for(args: argparse.Namespace) -> dict:
     given = {"model": args.model, "recipe": args.recipe, "data_dir": args.data_dir, "seed": args.seed,
              "accelerator": args.accelerator, "precision": args.precision, "val_size": 0}  # no validation here
-    if args.batch_size:
-        given["batch_size"] = args.batch_size
+    if args.batch_size or args.overhead:
+        given["batch_size"] = args.batch_size or OVERHEAD_BATCH
     return fit.resolve_auto(fit.resolve_settings(given)[0])
 
 
-def fresh_model(s: dict, dm: CIFAR10DataModule) -> ClassifierModule:
+def fresh_model(s: dict, dm: CIFAR10DataModule, overhead: bool) -> ClassifierModule:
     torch.manual_seed(s["seed"])
-    return fit.make_model(s, dm)
+    model = fit.make_model(s, dm)
+    if overhead:
+        model = OneLinearLayer(**{k: v for k, v in model.hparams.items() if k != "model"})
+    return model
 
 
-def time_lightning(s: dict, dm: CIFAR10DataModule, batches: int, logdir: str) -> tuple[float, float, float]:
-    """Seconds for trainer.fit over one epoch of `batches` batches, and the epoch's train loss and accuracy."""
-    model = fresh_model(s, dm)
-    every = fit.log_interval(dm, s["batch_size"])
-    trainer = L.Trainer(accelerator=s["accelerator"], devices=1, precision=s["precision"], max_epochs=1,
-                        limit_train_batches=batches, limit_val_batches=0, num_sanity_val_steps=0,
-                        enable_checkpointing=False, logger=TensorBoardLogger(logdir, name="loop"),
-                        callbacks=[LearningRateMonitor(logging_interval="step"),
-                                   TQDMProgressBar(refresh_rate=fit.PROGRESS_EVERY)],
-                        log_every_n_steps=every)
+class StepClock(L.Callback):
+    """Seconds from the start of the first training batch to the end of the last one."""
+
+    def __init__(self) -> None:
+        self.started = self.ended = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == 0:
+            self.started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.ended = time.perf_counter()
+
+
+def time_lightning(s: dict, batches: int, logdir: Path, overhead: bool) -> tuple[float, float, float, float]:
+    """(seconds of trainer.fit, seconds from the first batch to the last, train loss, train accuracy)."""
+    clock = StepClock()
+    logger = TensorBoardLogger(logdir, name="loop")
+    trainer, dm, _, _ = fit.build_run(s, logger, Path(logger.log_dir), [clock], max_epochs=1,
+                                      limit_train_batches=batches, limit_val_batches=0, num_sanity_val_steps=0)
+    model = fresh_model(s, dm, overhead)
     started = time.perf_counter()
     trainer.fit(model, datamodule=dm)
     seconds = time.perf_counter() - started
     metrics = trainer.callback_metrics
-    return seconds, float(metrics["train/loss_epoch"]), float(metrics["train/acc"])
+    return seconds, clock.ended - clock.started, float(metrics["train/loss_epoch"]), float(metrics["train/acc"])
 
 
-def time_plain(s: dict, dm: CIFAR10DataModule, batches: int, device: torch.device) -> tuple[float, float, float]:
-    """Seconds for the same epoch as a hand-written loop, and its train loss and accuracy."""
+def time_plain(s: dict, dm: CIFAR10DataModule, batches: int, device: torch.device,
+               overhead: bool) -> tuple[float, float, float, float]:
+    """The same epoch as a hand-written loop: (seconds in all, seconds from the first batch to the last, loss, acc)."""
     started = time.perf_counter()
-    model = fresh_model(s, dm).to(device).train()
+    model = fresh_model(s, dm, overhead).to(device).train()
     built = build_optimizer(model.hparams, model.net, batches)
     optimizer = built["optimizer"] if isinstance(built, dict) else built
     scheduler = built["lr_scheduler"]["scheduler"] if isinstance(built, dict) else None
@@ -84,8 +120,9 @@ def time_plain(s: dict, dm: CIFAR10DataModule, batches: int, device: torch.devic
     generator = torch.Generator(device).manual_seed(s["seed"])
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
-    seen = 0
+    seen, first = 0, None
     for images, labels in islice(loader, batches):
+        first = first or time.perf_counter()
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         x = dm.normalize_images(augment(images, dm.augment, generator))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=s["precision"] == "bf16-mixed"):
@@ -100,7 +137,8 @@ def time_plain(s: dict, dm: CIFAR10DataModule, batches: int, device: torch.devic
         correct += (logits.argmax(1) == labels).sum()
         seen += len(labels)
     loss, acc = float(loss_sum) / seen, float(correct) / seen  # the one host synchronisation, at the end
-    return time.perf_counter() - started, loss, acc
+    ended = time.perf_counter()
+    return ended - started, ended - first, loss, acc
 
 
 def run(args: argparse.Namespace) -> int:
@@ -111,28 +149,36 @@ def run(args: argparse.Namespace) -> int:
     dm.prepare_data()
     dm.setup("fit")
     dm.move_to(device)
-    batches = min(args.batches or len(dm.train_dataloader()), len(dm.train_dataloader()))
-    best = {"lightning": float("inf"), "plain": float("inf")}
+    epoch = len(dm.train_dataloader())
+    batches = min(args.batches or (OVERHEAD_BATCHES if args.overhead else epoch), epoch)
+    best = {"lightning": (float("inf"),) * 2, "plain": (float("inf"),) * 2}
     finals = {}
     with tempfile.TemporaryDirectory() as logdir:
         for repeat in range(args.repeats):
-            timed = {"lightning": time_lightning(s, dm, batches, logdir), "plain": time_plain(s, dm, batches, device)}
-            for side, (seconds, *loss_acc) in timed.items():
-                best[side], finals[side] = min(best[side], seconds), loss_acc
+            timed = {"lightning": time_lightning(s, batches, Path(logdir), args.overhead),
+                     "plain": time_plain(s, dm, batches, device, args.overhead)}
+            for side, (seconds, steps_s, *loss_acc) in timed.items():
+                best[side] = min(best[side][0], seconds), min(best[side][1], steps_s)
+                finals[side] = loss_acc
             print(f"run {repeat + 1}: lightning {timed['lightning'][0]:.2f} s, plain {timed['plain'][0]:.2f} s",
                   flush=True)
+    (lightning_s, _), (plain_s, _) = best["lightning"], best["plain"]
+    per_step_ms = {side: 1000 * steps_s / max(1, batches - 1) for side, (_, steps_s) in best.items()}
     images = batches * s["batch_size"]
-    print(f"{args.model} ({args.recipe} recipe), {batches} batches of {s['batch_size']} on {device}, "
-          f"{s['precision']} precision, best of {args.repeats}")
+    network = "one linear layer" if args.overhead else args.model
+    print(f"{network} ({args.model}'s {args.recipe} recipe), {batches} batches of {s['batch_size']} on {device}, "
+          f"{s['precision']} precision, best of {args.repeats}: {per_step_ms['lightning']:.3f} ms a step with "
+          f"Lightning, {per_step_ms['plain']:.3f} ms plain")
     print(json.dumps({
-        "model": args.model, "recipe": args.recipe, "batch_size": s["batch_size"], "batches": batches,
-        "augment": s["augment"], "device": str(device), "precision": s["precision"], "repeats": args.repeats,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cpus", "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "lightning": L.__version__,
-        "lightning_s": round(best["lightning"], 6), "plain_s": round(best["plain"], 6),
-        "overhead": round(best["lightning"] / best["plain"] - 1, 4),
-        "lightning_images_per_s": round(images / best["lightning"]),
-        "plain_images_per_s": round(images / best["plain"]),
+        "model": args.model, "network": network, "recipe": args.recipe, "batch_size": s["batch_size"],
+        "batches": batches, "augment": s["augment"], "device": str(device), "precision": s["precision"],
+        "repeats": args.repeats, "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "lightning": L.__version__,
+        "lightning_s": round(lightning_s, 6), "plain_s": round(plain_s, 6),
+        "overhead": round(lightning_s / plain_s - 1, 4),
+        "lightning_step_ms": round(per_step_ms["lightning"], 4), "plain_step_ms": round(per_step_ms["plain"], 4),
+        "overhead_step_ms": round(per_step_ms["lightning"] - per_step_ms["plain"], 4),
+        "lightning_images_per_s": round(images / lightning_s), "plain_images_per_s": round(images / plain_s),
         "lightning_train_loss": round(finals["lightning"][0], 4), "plain_train_loss": round(finals["plain"][0], 4),
         "lightning_train_acc": round(finals["lightning"][1], 4), "plain_train_acc": round(finals["plain"][1], 4),
     }))

@@ -119,8 +119,10 @@ def extract_archive(archive: Path, data_dir: Path) -> None:
         extracted = staging / FOLDER_NAME
         if not has_batches(extracted):
             missing = [name for name in BATCH_FILES if not (extracted / name).is_file()]
-            raise UserError(f"The archive {archive} lacks {', '.join(missing)} under {FOLDER_NAME}/. Delete it "
-                            "and download the official CIFAR-10 python archive again.")
+            raise UserError(f"The archive {archive} is incomplete: it lacks {', '.join(missing)} under "
+                            f"{FOLDER_NAME}/, so it is truncated, corrupt, or another archive (its md5 matched the "
+                            "one given, so the copy itself was made that way). Nothing was extracted. Delete it and "
+                            "use the official CIFAR-10 python archive, with its md5.")
         target = data_dir / FOLDER_NAME
         if target.exists():  # incomplete leftover: replaced by the complete folder
             shutil.rmtree(target)

@@ -1,0 +1,135 @@
+"""Stopping a run on request, at a point where it can resume exactly: SIGINT/SIGTERM and a non-finite loss.
+
+A signal only records the request. The run stops at the next training batch boundary: at the start
+of the next batch, before any of its work, when everything of the previous batch (optimizer and
+schedule steps, the model's own batch-end hooks, the batch counter) is done. It saves `last.ckpt`
+there and raises `StopRequested`. A request during validation lets validation and the epoch's
+checkpoints finish first; one during the final test stops the test. A second SIGINT raises
+KeyboardInterrupt at once: nothing more is saved, and last.ckpt stays the last consistent one.
+"""
+
+import math
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from cifar10.errors import UserError
+
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal's number, as shells report them
+
+
+class StopRequested(Exception):
+    """Raised at a batch boundary after a stop was requested; `saved` is the checkpoint written, if any."""
+
+    def __init__(self, signum: int, saved: Path | None) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum, self.saved = signum, saved
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.signum]
+
+
+class NonFiniteLoss(UserError):
+    """The training loss became nan or inf."""
+
+
+class StopOnSignal(L.Callback):
+    """Turn SIGINT and SIGTERM into a stop at the next batch boundary, with last.ckpt saved there.
+
+    Install them before trainer.fit and trainer.test, inside `preserved_handlers()` (which puts back
+    what was there before); the callback takes them back after Lightning installs its own.
+    """
+
+    def __init__(self, last_ckpt: Path) -> None:
+        self.last_ckpt = Path(last_ckpt)
+        self.requested: int | None = None  # the signal number of the first request
+
+    def request(self, signum: int, frame: Any = None) -> None:
+        if self.requested is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # the second Ctrl-C: stop at once
+        if self.requested is None:
+            self.requested = signum
+            print(f"\n{signal.Signals(signum).name}: stopping after the step in flight and saving {self.last_ckpt} "
+                  "(Ctrl-C again to stop at once, without saving)", file=sys.stderr, flush=True)
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
+            for signum in EXIT_CODES:
+                signal.signal(signum, self.request)
+
+    # Lightning installs its own SIGTERM handler after on_fit_start: take the signals back from there on
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.install()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.install()
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.install()
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if self._stop_now(trainer):
+            trainer.save_checkpoint(self.last_ckpt)  # every rank takes part; rank 0 writes
+            raise StopRequested(self.requested or signal.SIGTERM, self.last_ckpt)
+
+    def _stop_now(self, trainer: L.Trainer) -> bool:
+        """The request, agreed by all processes under DDP (at logging steps only: it costs a collective)."""
+        if trainer.world_size == 1:
+            return self.requested is not None
+        if trainer.global_step % trainer.log_every_n_steps:
+            return False
+        return trainer.strategy.reduce_boolean_decision(self.requested is not None, all=False)
+
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
+        if self.requested is not None:
+            raise StopRequested(self.requested, None)
+
+
+@contextmanager
+def preserved_handlers() -> Iterator[None]:
+    """Put the SIGINT and SIGTERM handlers back as they were, whatever happens inside."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {signum: signal.getsignal(signum) for signum in EXIT_CODES}
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
+class FiniteLoss(L.Callback):
+    """Stop with NonFiniteLoss when the training loss is nan or inf.
+
+    Checked only where Lightning reads values back anyway (the steps it logs, and the epoch's mean),
+    so it adds no host synchronisation per step on a GPU.
+    """
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if (trainer.global_step % trainer.log_every_n_steps == 0 and isinstance(outputs, dict)
+                and not bool(torch.isfinite(outputs["loss"]))):
+            raise self.error(trainer, float(outputs["loss"]), f"at step {trainer.global_step}")
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        loss = trainer.callback_metrics.get("train/loss_epoch")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise self.error(trainer, float(loss), f"as the mean of epoch {trainer.current_epoch}")
+
+    @staticmethod
+    def error(trainer: L.Trainer, value: float, where: str) -> NonFiniteLoss:
+        lr = ", ".join(f"{group['lr']:.3g}" for opt in trainer.optimizers for group in opt.param_groups)
+        return NonFiniteLoss(f"the training loss became {value} {where} (learning rate now {lr}), so training "
+                             "stopped and the run is marked failed. Lower --lr (or use --schedule onecycle, which "
+                             "warms up), check --weight-decay, or try --precision 32.")
