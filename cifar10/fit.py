@@ -373,6 +373,8 @@ def fit(settings: dict[str, Any], resume: runs.ResumePoint | None, extra_callbac
     L.seed_everything(s["seed"], workers=True)
     if resume:  # the run folder's checkpoints are expected there
         warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+        # the DataModule resumes a mid-epoch checkpoint itself (it skips the batches done; see its state_dict)
+        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
     logger = make_logger(s, resume)
     run_dir = Path(logger.log_dir)
     try:

@@ -1,5 +1,8 @@
-"""Models: parameter counts as published, memorising a batch under a real Trainer, registry errors,
-optimizers and schedules, test metrics, channels_last, checkpoints that describe themselves."""
+"""Models: parameter counts as published, memorising a batch under a real Trainer, the registry (a new
+file is found, registry errors), optimizers and schedules, test metrics, channels_last, checkpoints
+that describe themselves."""
+
+import sys
 
 import lightning as L
 import pytest
@@ -7,11 +10,14 @@ import torch
 import yaml
 from torch.utils.data import DataLoader, TensorDataset
 
+import cifar10.models as models
 from cifar10.data import CIFAR10DataModule
 from cifar10.errors import UserError
+from cifar10.fit import models_epilog
 from cifar10.models import create_model, model_info, model_names, register
 from cifar10.models.base import ClassifierModule
 from cifar10.models.speedrun import whiten_
+from cifar10.recipes import Recipe, ours, recipe
 
 
 def conv(c_in: int, c_out: int, k: int = 3, bias: bool = True) -> int:
@@ -31,6 +37,7 @@ def basic_block(c_in: int, c_out: int, stride: int) -> int:
     return conv(c_in, c_out, bias=False) + bn(c_out) + conv(c_out, c_out, bias=False) + bn(c_out) + shortcut
 
 
+# Worked out by hand from each model's published layers, in the order --help lists the models.
 EXPECTED_PARAMS = {
     # 3072*512+512 + 512*512+512 + 512*10+10
     "mlp": 1_841_162,
@@ -63,7 +70,9 @@ EXPECTED_PARAMS = {
     + linear(256, 10, bias=False),
 }
 
-# Adam (no weight decay, no schedule) learning rate and steps that memorise 16 random-label images.
+# Adam (no weight decay, no schedule) learning rate and steps that memorise 16 random-label images;
+# a model not listed is tried with OVERFIT_DEFAULT.
+OVERFIT_DEFAULT = (1e-3, 25)
 OVERFIT = {
     "mlp": (1e-3, 10),
     "shallow-cnn": (1e-3, 15),
@@ -109,22 +118,24 @@ class StepLosses(L.Callback):
         self.losses.append(float(outputs["loss"]))
 
 
-def test_registry_has_every_published_architecture():
-    assert model_names() == list(EXPECTED_PARAMS)
+def test_registry_has_every_published_architecture_from_small_to_big():
+    assert [name for name in model_names() if name in EXPECTED_PARAMS] == list(EXPECTED_PARAMS)
     assert all(model_info(name).published for name in model_names())
 
 
-@pytest.mark.parametrize("name", list(EXPECTED_PARAMS))
+@pytest.mark.parametrize("name", model_names())
 def test_parameter_count_matches_the_published_layers(name):
+    if name not in EXPECTED_PARAMS:
+        pytest.fail(f"add {name!r} to EXPECTED_PARAMS: its parameter count worked out from the published layers")
     model = create_model(name)
     assert sum(p.numel() for p in model.parameters()) == EXPECTED_PARAMS[name]
     assert model(model.example_input_array).shape == (1, 10)
 
 
 @pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in OVERFIT])
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in model_names()])
 def test_model_memorises_one_batch(name):
-    lr, steps = OVERFIT[name]
+    lr, steps = OVERFIT.get(name, OVERFIT_DEFAULT)
     L.seed_everything(0, verbose=False)
     model = create_model(name, optimizer="adam", lr=lr, weight_decay=0.0, schedule="none")
     losses = StepLosses()
@@ -159,7 +170,59 @@ def test_bad_optimizer_and_schedule_are_user_errors():
 
 def test_a_name_registers_once():
     with pytest.raises(ValueError, match="twice"):
-        register("mlp", published="again")(type("Again", (ClassifierModule,), {}))
+        register("mlp", published="again", tutorial=Recipe(), default=ours())(type("Again", (ClassifierModule,), {}))
+
+
+DROPPED_IN = '''"""A model file as someone would add one: layers, published result and both recipes, nothing else."""
+
+from torch import nn
+
+from cifar10.models import register
+from cifar10.models.base import ClassifierModule
+from cifar10.recipes import Recipe, ours
+
+
+@register("dropped-in", order=45, published="99.9% in no time (a test's model)",
+          tutorial=Recipe(lr=0.01, max_epochs=3), default=ours(lr=0.02, max_epochs=2))
+class DroppedIn(ClassifierModule):
+    def build_net(self) -> nn.Module:
+        return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+'''
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """The registry as it is, restored after the test: models registered in the test go away."""
+    monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))
+
+
+def test_a_new_model_file_is_found_with_nothing_else_edited(tmp_path, monkeypatch, scratch_registry):
+    """A module file beside the others is imported by the registry; it shows in model_names() at its order,
+    in fit --help with its published result, and its recipes come from recipe()."""
+    folder = tmp_path / "more_models"
+    folder.mkdir()
+    (folder / "dropped_in.py").write_text(DROPPED_IN)
+    (folder / "_helpers.py").write_text("raise AssertionError('private modules are not imported')\n")
+    monkeypatch.setattr(models, "__path__", [*models.__path__, str(folder)])  # as if the file were in the package
+    builtins = model_names()
+    try:
+        found = models.import_architectures()
+        assert "dropped_in" in found and "_helpers" not in found and "base" not in found
+        lenet = builtins.index("lenet")
+        assert model_names() == [*builtins[:lenet + 1], "dropped-in", *builtins[lenet + 1:]]  # order 45: after lenet
+        assert "  dropped-in    99.9% in no time (a test's model)" in models_epilog().splitlines()
+        assert recipe("dropped-in", "tutorial")["lr"] == 0.01 and recipe("dropped-in")["max_epochs"] == 2
+        assert create_model("dropped-in").model_name == "dropped-in"
+    finally:
+        sys.modules.pop(f"{models.__name__}.dropped_in", None)
+        if hasattr(models, "dropped_in"):
+            delattr(models, "dropped_in")
+
+
+def test_a_model_without_an_order_is_listed_last(scratch_registry):
+    register("zz-last", published="x", tutorial=Recipe(), default=ours())(type("Last", (ClassifierModule,), {}))
+    register("aa-last", published="x", tutorial=Recipe(), default=ours())(type("Last", (ClassifierModule,), {}))
+    assert model_names()[-2:] == ["aa-last", "zz-last"]  # after every ordered one, by name
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])

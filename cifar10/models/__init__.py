@@ -1,10 +1,20 @@
-"""Registry of CIFAR-10 architectures: each name maps to a ClassifierModule subclass."""
+"""Registry of CIFAR-10 architectures: each name maps to a ClassifierModule subclass and its recipes.
 
+An architecture is one module of this package: its layers, its published result and both recipes,
+declared together by @register. Every module here except `base` and private ones (`_name`) is imported
+below, so a new file is picked up with nothing else edited.
+"""
+
+import importlib
 import inspect
+import pkgutil
 from dataclasses import dataclass
 
 from cifar10.errors import UserError
 from cifar10.models.base import ClassifierModule
+from cifar10.recipes import Recipe
+
+LAST = 1000  # the order of a model that states none: after the others
 
 
 @dataclass(frozen=True)
@@ -12,31 +22,43 @@ class ModelInfo:
     name: str
     cls: type[ClassifierModule]
     published: str  # the published result and recipe this architecture follows
+    recipes: dict[str, Recipe]  # by recipe name: tutorial, default
+    order: int = LAST  # where lists and --help show it; the built-in ones go from small nets to big
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
-def register(name: str, published: str):
-    """Class decorator: make a ClassifierModule subclass available as `name`."""
+def register(name: str, published: str, *, tutorial: Recipe | None = None, default: Recipe | None = None,
+             order: int = LAST):
+    """Class decorator: make a ClassifierModule subclass available as `name`, with its two recipes.
+
+    tutorial: the published source's training setup; default: ours. Models are listed by `order`, then name.
+    """
 
     def add(cls: type[ClassifierModule]) -> type[ClassifierModule]:
         if name in _REGISTRY:
             raise ValueError(f"model name {name!r} registered twice")
+        recipes = {"tutorial": tutorial, "default": default}
+        missing = [kind for kind, value in recipes.items() if not isinstance(value, Recipe)]
+        if missing:
+            raise UserError(f"model {name!r} ({cls.__module__}) is registered without its {' and '.join(missing)} "
+                            f"recipe: pass {', '.join(f'{kind}=Recipe(...)' for kind in missing)} to @register.")
         cls.model_name = name
-        _REGISTRY[name] = ModelInfo(name, cls, published)
+        _REGISTRY[name] = ModelInfo(name, cls, published, recipes, order)
         return cls
 
     return add
 
 
 def model_names() -> list[str]:
-    return list(_REGISTRY)
+    """Every registered model, by order, then name."""
+    return [info.name for info in sorted(_REGISTRY.values(), key=lambda info: (info.order, info.name))]
 
 
 def model_info(name: str) -> ModelInfo:
     if name not in _REGISTRY:
-        raise UserError(f"unknown model {name!r}: choose one of {', '.join(_REGISTRY)}.")
+        raise UserError(f"unknown model {name!r}: choose one of {', '.join(model_names())}.")
     return _REGISTRY[name]
 
 
@@ -58,9 +80,16 @@ def create_model(name: str, **hparams) -> ClassifierModule:
     return cls(**hparams)
 
 
-# Importing each architecture registers it; the order here is the order --help lists them in.
-from cifar10.models import (  # noqa: E402,F401
-    mlp, shallow_cnn, deep_cnn, lenet, tutorial_cnn, convnet, cnn_bn, resnet18, speedrun,
-)
+def import_architectures() -> list[str]:
+    """Import every module of this package but `base` and private ones; importing one registers its model.
+    Returns the module names. Modules already imported are not run again."""
+    names = [module.name for module in pkgutil.iter_modules(__path__)
+             if module.name != "base" and not module.name.startswith("_")]
+    for module_name in names:
+        importlib.import_module(f"{__name__}.{module_name}")
+    return names
+
+
+import_architectures()
 
 __all__ = ["ClassifierModule", "ModelInfo", "create_model", "model_info", "model_names", "register"]

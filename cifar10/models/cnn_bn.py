@@ -11,6 +11,7 @@ from torch import nn
 
 from cifar10.models import register
 from cifar10.models.base import ClassifierModule
+from cifar10.recipes import Recipe, ours
 
 
 def block(c_in: int, c_mid: int, c_out: int) -> list[nn.Module]:
@@ -21,7 +22,11 @@ def block(c_in: int, c_mid: int, c_out: int) -> list[nn.Module]:
     ]
 
 
-@register("cnn-bn", published="85.1% after 50 epochs (Adam, crop-flip, dataset normalisation)")
+@register("cnn-bn", order=70,
+          published="85.1% after 50 epochs (Adam, crop-flip, dataset normalisation)",
+          # lr, batch unstated
+          tutorial=Recipe(optimizer="adam", lr=1e-3, weight_decay=0.0, batch_size=128, max_epochs=50),
+          default=ours(lr=0.05, label_smoothing=0.1, max_epochs=30))
 class CNNBatchNorm(ClassifierModule):
     def build_net(self) -> nn.Module:
         return nn.Sequential(

@@ -12,13 +12,18 @@ from torch import nn
 
 from cifar10.models import register
 from cifar10.models.base import ClassifierModule
+from cifar10.recipes import Recipe, ours
 
 
 def conv_relu(c_in: int, c_out: int) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(inplace=True)]
 
 
-@register("convnet", published="68.0% (Adam 3e-4, betas (0.9, 0.995), wd 5e-4, batch 1024)")
+@register("convnet", order=60,
+          published="68.0% (Adam 3e-4, betas (0.9, 0.995), wd 5e-4, batch 1024)",
+          tutorial=Recipe(optimizer="adam", lr=3e-4, betas=(0.9, 0.995), weight_decay=5e-4, batch_size=1024,
+                          max_epochs=50, augment="none"),  # epochs, augmentation unstated
+          default=ours(optimizer="adamw", lr=1e-3, weight_decay=0.05, max_epochs=20))
 class ConvNet(ClassifierModule):
     def build_net(self) -> nn.Module:
         net = nn.Sequential(

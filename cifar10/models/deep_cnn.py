@@ -10,6 +10,7 @@ from torch import nn
 
 from cifar10.models import register
 from cifar10.models.base import ClassifierModule
+from cifar10.recipes import Recipe, ours
 
 
 def conv_relu_bn(c_in: int, c_out: int) -> list[nn.Module]:
@@ -21,7 +22,10 @@ def block(c_in: int, c_mid: int, c_out: int, dropout: float) -> nn.Sequential:
                          nn.MaxPool2d(2), nn.Dropout2d(dropout))
 
 
-@register("deep-cnn", published="91.2% after 100 epochs (SGD lr 0.1, momentum 0.9, wd 1e-4, batch 256, crop-flip)")
+@register("deep-cnn", order=30,
+          published="91.2% after 100 epochs (SGD lr 0.1, momentum 0.9, wd 1e-4, batch 256, crop-flip)",
+          tutorial=Recipe(lr=0.1, momentum=0.9, weight_decay=1e-4, max_epochs=100),
+          default=ours(lr=0.1, label_smoothing=0.1, max_epochs=40))
 class DeepCNN(ClassifierModule):
     def build_net(self) -> nn.Module:
         return nn.Sequential(

@@ -9,13 +9,18 @@ from torch import nn
 
 from cifar10.models import register
 from cifar10.models.base import ClassifierModule
+from cifar10.recipes import Recipe, ours
 
 
 def conv_relu_pool(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2))
 
 
-@register("lenet", published="75.8% after 30 epochs (Adam 1e-3, batch 100, heavy augmentation)")
+@register("lenet", order=40,
+          published="75.8% after 30 epochs (Adam 1e-3, batch 100, heavy augmentation)",
+          tutorial=Recipe(optimizer="adam", lr=1e-3, weight_decay=0.0, batch_size=100, augment="heavy",
+                          normalize="half"),  # normalization unstated
+          default=ours(optimizer="adamw", lr=2e-3, weight_decay=0.05, batch_size=128, max_epochs=25))
 class LeNet(ClassifierModule):
     def build_net(self) -> nn.Module:
         return nn.Sequential(

@@ -8,9 +8,13 @@ from torch import nn
 
 from cifar10.models import register
 from cifar10.models.base import ClassifierModule
+from cifar10.recipes import Recipe, ours
 
 
-@register("mlp", published="55.4% after 100 epochs (SGD lr 0.1, wd 1e-4, batch 256, no augmentation)")
+@register("mlp", order=10,
+          published="55.4% after 100 epochs (SGD lr 0.1, wd 1e-4, batch 256, no augmentation)",
+          tutorial=Recipe(lr=0.1, momentum=0.0, weight_decay=1e-4, max_epochs=100, augment="none"),
+          default=ours(lr=0.02, augment="flip", max_epochs=40))
 class MLP(ClassifierModule):
     def build_net(self) -> nn.Module:
         return nn.Sequential(

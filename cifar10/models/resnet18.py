@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from cifar10.models import register
 from cifar10.models.base import ClassifierModule
+from cifar10.recipes import Recipe, ours
 
 
 def conv_bn(c_in: int, c_out: int, kernel: int, stride: int) -> nn.Sequential:
@@ -34,8 +35,12 @@ def stage(c_in: int, c_out: int, stride: int) -> nn.Sequential:
     return nn.Sequential(BasicBlock(c_in, c_out, stride), BasicBlock(c_out, c_out, 1))
 
 
-@register("resnet18", published="93-95%, the usual strong baseline (kuangliu/pytorch-cifar: SGD 0.1, "
-                                "momentum 0.9, wd 5e-4, cosine, 200 epochs)")
+@register("resnet18", order=80,
+          published="93-95%, the usual strong baseline (kuangliu/pytorch-cifar: SGD 0.1, "
+                    "momentum 0.9, wd 5e-4, cosine, 200 epochs)",
+          # kuangliu/pytorch-cifar: SGD 0.1, momentum 0.9, wd 5e-4, cosine over 200 epochs, batch 128
+          tutorial=Recipe(lr=0.1, schedule="cosine", batch_size=128, max_epochs=200),
+          default=ours(lr=0.1, label_smoothing=0.1, max_epochs=30))
 class ResNet18(ClassifierModule):
     def build_net(self) -> nn.Module:
         return nn.Sequential(

@@ -23,12 +23,20 @@ from torch import Tensor, nn
 
 from cifar10.models import register
 from cifar10.models.base import ClassifierModule
+from cifar10.recipes import Recipe
 
 WIDTHS = (64, 256, 256)
 WHITEN_CHANNELS = 24  # 2 signs x 3 colours x 2 x 2 patch
 WHITEN_IMAGES = 5000
 WHITEN_BIAS_EPOCHS = 3  # the patch conv's bias trains this many epochs, then stays
 LOOKAHEAD_EVERY, LOOKAHEAD_DECAY = 5, 0.95 ** 5
+
+# airbench94's settings, converted to a mean loss: its lr 11.5 and wd 0.0153 are per 1024 summed examples
+# and divided by 1 + 1/(1 - momentum), giving lr 1.5 and a decay of 0.0153/7.67 = 2.0e-3 = lr x 1.33e-3
+# per step. It trains on all 50,000 images for 9.9 epochs (we do 10) and reports accuracy with TTA.
+AIRBENCH94 = Recipe(lr=1.5, momentum=0.85, nesterov=True, weight_decay=1.33e-3, schedule="triangle",
+                    label_smoothing=0.2, bias_lr_scale=64.0, tta="flip-shift", batch_size=1024, max_epochs=10,
+                    augment="shift-altflip", val_size=0)
 
 
 class Scale(nn.Module):
@@ -101,8 +109,10 @@ class Lookahead:
             value.copy_(self.average[name].lerp_(value, 1 - decay))
 
 
-@register("speedrun", published="airbench94's net and training: 94.0% with TTA in 9.9 epochs "
-                                "(official images)")
+@register("speedrun", order=90,
+          published="airbench94's net and training: 94.0% with TTA in 9.9 epochs (official images)",
+          tutorial=AIRBENCH94,
+          default=AIRBENCH94)  # ours is airbench94's too, until tuned on a GPU
 class Speedrun(ClassifierModule):
     def build_net(self) -> nn.Module:
         whiten = nn.Conv2d(3, WHITEN_CHANNELS, 2)
