@@ -28,6 +28,15 @@ def test_overhead_benchmark_reports_milliseconds_a_step_for_both_sides(tiny_arch
     assert result["lightning_train_loss"] == pytest.approx(result["plain_train_loss"], rel=1e-3)  # the same training
 
 
+def test_overhead_profile_lists_the_callbacks_and_hooks_per_step(tiny_archive, tmp_path, capsys):
+    from cifar10.data.download import ensure_extracted
+    ensure_extracted(tmp_path, tiny_archive.url, tiny_archive.md5)
+    assert bench_main(["loop", "--overhead", "--profile", "--batches", "30", "--data-dir", str(tmp_path),
+                       "--accelerator", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "ms a step under cProfile" in out and "cifar10/callbacks.py" in out and "training_step" in out
+
+
 class FakeBar:
     def __init__(self, total: int) -> None:
         self.total, self.n, self.disable, self.refreshes = total, 0, False, 0

@@ -14,9 +14,11 @@ next to nothing and the per-step difference is the cost of Lightning and our cal
 """
 
 import argparse
+import cProfile
 import json
 import os
 import platform
+import pstats
 import tempfile
 import time
 from itertools import islice
@@ -61,6 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=("auto", "32", "bf16-mixed"), default="auto",
                         help="auto: as fit chooses (bf16-mixed on a GPU that has bf16, else 32)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", action="store_true",
+                        help="instead of timing, run the Lightning side once under cProfile and print the "
+                             "per-step milliseconds of the callback, hook and logging functions (inflated by the "
+                             "profiler; compare parts, not totals)")
 
 
 def settings_for(args: argparse.Namespace) -> dict:
@@ -141,6 +147,27 @@ def time_plain(s: dict, dm: CIFAR10DataModule, batches: int, device: torch.devic
     return ended - started, ended - first, loss, acc
 
 
+PROFILED = ("cifar10/", "lightning/pytorch/callbacks/", "logger_connector", "lightning/pytorch/core/module.py",
+            "torchmetrics/metric.py", "torch/nn/modules/module.py")
+
+
+def profile_lightning(s: dict, batches: int, overhead: bool) -> None:
+    """cProfile of one Lightning-side run: the functions of our code, Lightning's callbacks, hooks and logging,
+    with their cumulative milliseconds a step, largest first."""
+    with tempfile.TemporaryDirectory() as logdir:
+        time_lightning(s, min(batches, 20), Path(logdir), overhead)  # warm-up
+        profile = cProfile.Profile()
+        profile.enable()
+        time_lightning(s, batches, Path(logdir), overhead)
+        profile.disable()
+    rows = [(cumulative / batches * 1e3, calls, f"{file.split('site-packages/')[-1]}:{line}({name})")
+            for (file, line, name), (_, calls, _, cumulative, _) in pstats.Stats(profile).stats.items()
+            if calls >= batches and any(part in file for part in PROFILED)]
+    print(f"ms a step under cProfile (cumulative), {batches} steps:")
+    for ms, calls, where in sorted(rows, reverse=True)[:40]:
+        print(f"{ms:9.4f}  {calls:8d}  {where}")
+
+
 def run(args: argparse.Namespace) -> int:
     s = settings_for(args)
     device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
@@ -151,6 +178,9 @@ def run(args: argparse.Namespace) -> int:
     dm.move_to(device)
     epoch = len(dm.train_dataloader())
     batches = min(args.batches or (OVERHEAD_BATCHES if args.overhead else epoch), epoch)
+    if args.profile:
+        profile_lightning(s, batches, args.overhead)
+        return 0
     best = {"lightning": (float("inf"),) * 2, "plain": (float("inf"),) * 2}
     finals = {}
     with tempfile.TemporaryDirectory() as logdir:
