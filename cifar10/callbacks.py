@@ -15,6 +15,7 @@ from torchvision.utils import make_grid  # noqa: E402
 
 from cifar10.data import denormalize  # noqa: E402
 from cifar10.data.datamodule import GLOBAL_STREAM, stream_seed  # noqa: E402
+from cifar10.lightning_internals import stretch_one_cycle  # noqa: E402
 
 
 class BatchSeed(L.Callback):
@@ -188,8 +189,6 @@ class StretchSchedule(L.Callback):
         for config in trainer.lr_scheduler_configs:
             scheduler = config.scheduler
             if isinstance(scheduler, OneCycleLR) and scheduler.total_steps != total:
-                for phase in scheduler._schedule_phases:
-                    phase["end_step"] = (phase["end_step"] + 1) * total / scheduler.total_steps - 1
-                scheduler.total_steps = total
+                stretch_one_cycle(scheduler, total)
             elif isinstance(scheduler, CosineAnnealingLR) and scheduler.T_max != total:
                 scheduler.T_max = total

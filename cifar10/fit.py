@@ -80,12 +80,22 @@ def models_epilog() -> str:
     return "models (--model NAME) and their published accuracy:\n" + "\n".join(lines)
 
 
+def recording(container: Any, actions: list[argparse.Action]):
+    """`container.add_argument` (a parser or an argument group) that also appends the Action it returns to `actions`."""
+    def add(*args: Any, **kwargs: Any) -> argparse.Action:
+        action = container.add_argument(*args, **kwargs)
+        actions.append(action)
+        return action
+    return add
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every flag defaults to 'not given' (SUPPRESS), so the layers below them stay visible."""
     parser = CliParser(prog="python -m cifar10.fit", hint="every flag and model",
                        description="Train a CIFAR-10 classifier.", epilog=models_epilog(),
                        formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS)
-    add = parser.add_argument
+    parser.flags = []  # every flag's Action, for --config (argparse lists them only privately)
+    add = recording(parser, parser.flags)
     add("--model", metavar="NAME", help=f"architecture, listed below (default {DEFAULT_MODEL})")
     add("--recipe", choices=RECIPES, help="tutorial: the source's settings; default: ours (default)")
     add("--config", metavar="FILE.yaml", help="YAML of the same keys as these flags, used as defaults")
@@ -102,30 +112,30 @@ def build_parser() -> argparse.ArgumentParser:
     add("--compile", action=argparse.BooleanOptionalAction, help="torch.compile the network")
     add("--deterministic", action=argparse.BooleanOptionalAction,
         help="deterministic algorithms (always on with the CPU)")
-    group = parser.add_argument_group("recipe settings (defaults come from --recipe)")
-    group.add_argument("--max-epochs", type=int, metavar="N")
-    group.add_argument("--batch-size", type=int, metavar="N",
+    group = recording(parser.add_argument_group("recipe settings (defaults come from --recipe)"), parser.flags)
+    group("--max-epochs", type=int, metavar="N")
+    group("--batch-size", type=int, metavar="N",
                        help="per process: under DDP the global batch is N x processes")
-    group.add_argument("--lr", type=float, metavar="F", help="(peak) learning rate")
-    group.add_argument("--optimizer", choices=OPTIMIZERS)
-    group.add_argument("--momentum", type=float, metavar="F")
-    group.add_argument("--nesterov", action=argparse.BooleanOptionalAction)
-    group.add_argument("--weight-decay", type=float, metavar="F")
-    group.add_argument("--label-smoothing", type=float, metavar="F")
-    group.add_argument("--schedule", choices=SCHEDULES, help="per step: onecycle, triangle (airbench's), cosine, none")
-    group.add_argument("--bias-lr-scale", type=float, metavar="F",
+    group("--lr", type=float, metavar="F", help="(peak) learning rate")
+    group("--optimizer", choices=OPTIMIZERS)
+    group("--momentum", type=float, metavar="F")
+    group("--nesterov", action=argparse.BooleanOptionalAction)
+    group("--weight-decay", type=float, metavar="F")
+    group("--label-smoothing", type=float, metavar="F")
+    group("--schedule", choices=SCHEDULES, help="per step: onecycle, triangle (airbench's), cosine, none")
+    group("--bias-lr-scale", type=float, metavar="F",
                        help="BatchNorm biases train at F x lr, with the same weight decay per step")
-    group.add_argument("--tta", choices=TTA_MODES, help="test-time augmentation for the test accuracy")
-    group.add_argument("--augment", choices=AUGMENT_PRESETS)
-    group.add_argument("--normalize", choices=NORMALIZE_PRESETS)
-    group.add_argument("--val-size", type=count_or_fraction, metavar="N|F",
+    group("--tta", choices=TTA_MODES, help="test-time augmentation for the test accuracy")
+    group("--augment", choices=AUGMENT_PRESETS)
+    group("--normalize", choices=NORMALIZE_PRESETS)
+    group("--val-size", type=count_or_fraction, metavar="N|F",
                        help="validation images: a count or a fraction of the training set")
-    group = parser.add_argument_group("run")
-    group.add_argument("--seed", type=int, metavar="N", help="default 0")
-    group.add_argument("--ckpt-path", metavar="PATH|last",
+    group = recording(parser.add_argument_group("run"), parser.flags)
+    group("--seed", type=int, metavar="N", help="default 0")
+    group("--ckpt-path", metavar="PATH|last",
                        help="resume a checkpoint; 'last': the newest run of --model under --logdir")
-    group.add_argument("--limit-train-batches", type=count_or_fraction, metavar="N|F")
-    group.add_argument("--logdir", metavar="DIR", help="runs go to DIR/MODEL/version_N (default lightning_logs)")
+    group("--limit-train-batches", type=count_or_fraction, metavar="N|F")
+    group("--logdir", metavar="DIR", help="runs go to DIR/MODEL/version_N (default lightning_logs)")
     return parser
 
 
@@ -139,7 +149,7 @@ def config_tokens(path: Path, parser: argparse.ArgumentParser) -> list[str]:
         raise UserError(f"--config {path} is not valid YAML: {err}") from None
     if not isinstance(config, dict):
         raise UserError(f"--config {path} must be a mapping of flag names to values, like `lr: 0.05`.")
-    actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest not in ("help", "config")}
+    actions = {a.dest: a for a in parser.flags if a.dest != "config"}
     unknown = [str(key) for key in config if str(key).replace("-", "_") not in actions]
     if unknown:
         raise UserError(f"--config {path} has unknown key(s): {', '.join(unknown)}. Known keys: "

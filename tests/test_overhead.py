@@ -13,7 +13,7 @@ from cifar10.callbacks import ProgressBar
 from cifar10.data.datamodule import stream_seed
 from cifar10.fit import main as fit_main
 from cifar10.models import create_model
-from cifar10.models.base import LIGHTNING_HOOK_NAME_ATTR
+from cifar10.lightning_internals import HOOK_NAME_ATTR as LIGHTNING_HOOK_NAME_ATTR
 
 
 def test_overhead_benchmark_reports_milliseconds_a_step_for_both_sides(tiny_archive, tmp_path, capsys):

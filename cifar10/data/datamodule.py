@@ -15,6 +15,7 @@ from cifar10.data.augment import (ALTERNATING_FLIP, augment, channel_stats, chec
 from cifar10.data.batches import read_class_names, read_split
 from cifar10.data.download import OFFICIAL_MD5, OFFICIAL_URL, ensure_extracted
 from cifar10.errors import UserError
+from cifar10.lightning_internals import batch_being_transferred, batches_done, uses_distributed_sampler
 
 SAMPLER_STREAM, AUGMENT_STREAM, GLOBAL_STREAM, PREFLIP_STREAM = 0, 1, 2, 3  # GLOBAL: torch's RNG (dropout)
 
@@ -206,7 +207,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         trainer = self.trainer
         if trainer is None or trainer.world_size == 1:
             return 0, 1
-        if getattr(trainer._accelerator_connector, "use_distributed_sampler", False):
+        if uses_distributed_sampler(trainer):
             raise UserError("CIFAR10DataModule shards the data itself under DDP: create the Trainer with "
                             "use_distributed_sampler=False (python -m cifar10.fit does).")
         return trainer.global_rank, trainer.world_size
@@ -235,8 +236,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         trainer = self.trainer
         if trainer is None or trainer.state.fn != "fit":
             return {}
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
-        return {"epoch": trainer.current_epoch, "batches_done": done}
+        return {"epoch": trainer.current_epoch, "batches_done": batches_done(trainer)}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         if state:
@@ -263,7 +263,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         """The augmentation generator, seeded from (seed, epoch, rank, batch) for each training batch, so a
         run resumed mid-epoch draws what an uninterrupted one does."""
         trainer = self.trainer
-        batch = trainer.fit_loop.epoch_loop.batch_progress.current.ready  # the batch being transferred
+        batch = batch_being_transferred(trainer)
         if self._generator is None or self._generator.device != device:
             self._generator = torch.Generator(device)
         seed = stream_seed(self.seed, trainer.current_epoch, AUGMENT_STREAM, trainer.global_rank, batch)

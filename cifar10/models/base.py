@@ -10,13 +10,13 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from cifar10.data import CLASSES, denormalize
 from cifar10.errors import UserError
+from cifar10.lightning_internals import HOOK_NAME_ATTR
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "triangle", "cosine", "none")
 TTA_MODES = ("none", "flip", "flip-shift")
 CHECKPOINT_FORMAT = 1
 MAX_MISCLASSIFIED = 36  # test images kept for the misclassified grid
-LIGHTNING_HOOK_NAME_ATTR = "_current_fx_name"  # LightningModule's record of the hook being called (private)
 
 
 class Misclassified:
@@ -106,8 +106,8 @@ class ClassifierModule(L.LightningModule):
     def __setattr__(self, name: str, value: object) -> None:
         # Lightning sets _current_fx_name (a str or None) around every hook it calls on the module, about
         # 44 times a training step; nn.Module's checks for parameters and submodules cost ~1.9 us each,
-        # a plain attribute ~0.1 us. (tests/test_models.py fails if Lightning stops using this name.)
-        if name == LIGHTNING_HOOK_NAME_ATTR:
+        # a plain attribute ~0.1 us.
+        if name == HOOK_NAME_ATTR:
             object.__setattr__(self, name, value)
         else:
             super().__setattr__(name, value)

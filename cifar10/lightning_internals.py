@@ -1,0 +1,39 @@
+"""Every place this project reads or writes private state of Lightning or PyTorch, one function each.
+
+Each is here because no public API gives the same thing; tests/test_lightning_internals.py fails
+loudly (with the function's name) if a new version of either moves one.
+"""
+
+import lightning as L
+from torch.optim.lr_scheduler import OneCycleLR
+
+# LightningModule stores the name of the hook it is calling here, around every hook (44 times a step).
+HOOK_NAME_ATTR = "_current_fx_name"
+
+
+def batches_done(trainer: L.Trainer) -> int:
+    """Training batches of the current epoch that are complete (optimizer, schedule and hooks done).
+
+    Saved in checkpoints so that a resumed epoch skips them; Lightning keeps the count only in its loop.
+    """
+    return trainer.fit_loop.epoch_loop.batch_progress.current.completed
+
+
+def batch_being_transferred(trainer: L.Trainer) -> int:
+    """Index, within the epoch, of the training batch in `on_after_batch_transfer` (which gets no index)."""
+    return trainer.fit_loop.epoch_loop.batch_progress.current.ready
+
+
+def uses_distributed_sampler(trainer: L.Trainer) -> bool:
+    """Trainer(use_distributed_sampler=...): Lightning keeps the flag but exposes no property for it."""
+    return bool(getattr(trainer._accelerator_connector, "use_distributed_sampler", False))
+
+
+def stretch_one_cycle(scheduler: OneCycleLR, total_steps: int) -> None:
+    """Re-target a OneCycleLR, part-way through, to end at `total_steps` (its phases keep their shares).
+
+    OneCycleLR takes its length once, in __init__, and keeps the phase boundaries in a private list.
+    """
+    for phase in scheduler._schedule_phases:
+        phase["end_step"] = (phase["end_step"] + 1) * total_steps / scheduler.total_steps - 1
+    scheduler.total_steps = total_steps

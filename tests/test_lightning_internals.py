@@ -1,0 +1,67 @@
+"""The private state cifar10.lightning_internals reads: each test fails loudly if Lightning or PyTorch moves it."""
+
+import lightning as L
+import pytest
+import torch
+
+from cifar10 import lightning_internals as internals
+
+
+class Record(L.Callback):
+    def __init__(self) -> None:
+        self.transferred, self.done = [], []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.transferred.append(internals.batch_being_transferred(trainer) - 1)  # counted ready by now
+        self.done.append(internals.batches_done(trainer))
+
+
+class Tiny(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 2)
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def fit_tiny(callback: L.Callback, **trainer_args) -> L.Trainer:
+    trainer = L.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_progress_bar=False,
+                        enable_checkpointing=False, enable_model_summary=False, callbacks=[callback], **trainer_args)
+    trainer.fit(Tiny(), train_dataloaders=torch.utils.data.DataLoader(torch.rand(5, 4), batch_size=None))
+    return trainer
+
+
+def test_batch_counters_follow_the_epoch():
+    record = Record()
+    fit_tiny(record)
+    assert record.transferred == [0, 1, 2, 3, 4] * 2, "batch_being_transferred moved in Lightning"
+    assert record.done == [0, 1, 2, 3, 4] * 2, "batches_done moved in Lightning"
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_the_distributed_sampler_flag_is_read_back(flag):
+    trainer = L.Trainer(accelerator="cpu", logger=False, use_distributed_sampler=flag)
+    assert internals.uses_distributed_sampler(trainer) is flag, "use_distributed_sampler moved in Lightning"
+
+
+def test_a_one_cycle_schedule_stretched_part_way_ends_at_its_new_length():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1.0, total_steps=10, cycle_momentum=False)
+    for _ in range(4):
+        optimizer.step()
+        schedule.step()
+    internals.stretch_one_cycle(schedule, 20)  # AttributeError here: OneCycleLR's private phases moved
+    lrs = []
+    for _ in range(15):
+        optimizer.step()
+        schedule.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert max(lrs) == pytest.approx(1.0, abs=0.02) and lrs[-1] < 1e-3  # the peak moved to step 6, the end to 19
+
+
+def test_the_hook_name_attribute_exists():
+    assert internals.HOOK_NAME_ATTR in vars(L.LightningModule()), "LightningModule renamed _current_fx_name"
