@@ -19,6 +19,7 @@ if __name__ == "__main__":  # before the heavy imports below: a signal while the
         signal.signal(_signum, exit_on_signal)
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import inspect  # noqa: E402
 import math  # noqa: E402
 import warnings  # noqa: E402
@@ -402,6 +403,10 @@ def fit(settings: dict[str, Any], resume: runs.ResumePoint | None, extra_callbac
         kept = f"{last} is the one saved last before it" if last.is_file() else "no checkpoint was saved"
         print(f"\nStopped at once (second Ctrl-C); {kept}.", file=sys.stderr)
         return 130
+    except UserError:  # e.g. settings Lightning rejects, or data that cannot be had: leave no empty run folder
+        with contextlib.suppress(OSError):
+            run_dir.rmdir()  # only if still empty
+        raise
 
 
 @dataclass(frozen=True)

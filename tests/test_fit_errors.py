@@ -74,6 +74,7 @@ def test_gpu_requested_without_cuda(tmp_path, capsys):
 def test_settings_lightning_rejects(argv, needle, tmp_path, capsys):
     code = main(["--model", "lenet", "--data-dir", str(tmp_path / "data"), "--logdir", str(tmp_path), *argv])
     assert_clean_error(code, capsys.readouterr().err, needle)
+    assert not list(tmp_path.glob("lenet/version_*")), "no empty run folder is left behind"
 
 
 def test_unknown_config_key(tmp_path, capsys):

@@ -16,7 +16,7 @@ from helpers_ckpt import tiny_run  # noqa: F401 (a fixture)
 
 from cifar10 import files, runs
 from cifar10.fit import main
-from cifar10.files import DiskFull, atomic_write
+from cifar10.files import atomic_write
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 

@@ -1,7 +1,6 @@
 """Stops on request: SIGINT/SIGTERM at every phase of a step resume exactly; a second Ctrl-C stops at once;
 real CLI runs stopped at random instants end like an uninterrupted run."""
 
-import json
 import os
 import random
 import signal
@@ -13,6 +12,8 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+
+from test_resume import final_state
 
 from cifar10.fit import main
 from cifar10.stopping import StopOnSignal
@@ -82,13 +83,8 @@ class SignalAt(L.Callback):
         self._maybe("test", trainer)
 
 
-def final_state(logdir: Path) -> tuple[dict, dict]:
-    run_dir = logdir / "lenet" / "version_0"
-    weights = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    return json.loads((run_dir / "metrics.json").read_text()), weights
-
-
 def assert_same_run(a: Path, b: Path) -> None:
+    """Bit-identical: the same metrics, and torch.equal on every weight of last.ckpt."""
     (metrics_a, weights_a), (metrics_b, weights_b) = final_state(a), final_state(b)
     for key in ("epochs", "test_acc", "best_val_acc", "per_class_acc"):
         assert metrics_b[key] == metrics_a[key], key
