@@ -1,6 +1,7 @@
 """`python -m cifar10.bench results`: a list of fits, one process each, as JSON lines and a table."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -163,3 +164,17 @@ def test_two_real_fits_give_their_metrics_as_json_lines_and_a_table(tiny_archive
     for line in lines:
         assert line["model"] in table and f"{100 * line['test_acc']:.2f}%" in table
         assert model_info(line["model"]).published in table
+
+
+def test_sigterm_to_the_list_stops_the_running_fit_like_ctrl_c(tmp_path):
+    """A scheduler's SIGTERM to `bench results` passes one SIGINT to the running fit and ends the list."""
+    import signal
+    import threading
+    child = ("import signal, sys, time; signal.signal(signal.SIGINT, lambda *a: sys.exit(130)); "
+             "print('ready', flush=True); time.sleep(60)")
+    threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    log = tmp_path / "fit.log"
+    with pytest.raises(KeyboardInterrupt):
+        results.run_command([sys.executable, "-c", child], log)
+    assert "ready" in log.read_text()
+    assert signal.getsignal(signal.SIGTERM) is not None  # the previous handler is back
