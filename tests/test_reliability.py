@@ -238,3 +238,16 @@ def test_evaluate_checks_its_report_folder_before_the_test_pass_as_root(tiny_run
     monkeypatch.setattr(evaluate, "evaluate", lambda *a, **k: pytest.fail("the test pass ran first"))
     code = evaluate.main(["--ckpt", str(tiny_run.ckpt), "--data-dir", str(tiny_run.data_dir), "--out", str(blocker)])
     assert_one_paragraph(code, capsys.readouterr().err, "cannot write", str(blocker))
+
+
+def test_predict_with_an_edited_class_list_is_a_clear_error(tiny_run, tmp_path, capsys):  # noqa: F811
+    from cifar10.predict import main as predict_main
+    ckpt = torch.load(tiny_run.ckpt, weights_only=True)
+    ckpt["hyper_parameters"]["class_names"] = ckpt["hyper_parameters"]["class_names"][:3]  # was an IndexError
+    edited = tmp_path / "edited.ckpt"
+    torch.save(ckpt, edited)
+    image = tmp_path / "photo.png"
+    from PIL import Image
+    Image.new("RGB", (40, 30), "red").save(image)
+    code = predict_main(["--ckpt", str(edited), str(image)])
+    assert_one_paragraph(code, capsys.readouterr().err, "names 3 classes", "CIFAR-10 has 10")
