@@ -42,9 +42,9 @@ from cifar10.callbacks import (AugmentedImages, BatchSeed, ProgressBar, RunSetti
 from cifar10.data import AUGMENT_PRESETS, NORMALIZE_PRESETS, CIFAR10DataModule  # noqa: E402
 from cifar10.errors import CliParser, UserError, exits_cleanly  # noqa: E402
 from cifar10.files import AtomicCheckpointIO  # noqa: E402
-from cifar10.models import create_model, model_info, model_names  # noqa: E402
+from cifar10.models import create_model, model_info, model_names, recipe  # noqa: E402
 from cifar10.models.base import OPTIMIZERS, SCHEDULES, TTA_MODES, ClassifierModule  # noqa: E402
-from cifar10.recipes import RECIPES, recipe  # noqa: E402
+from cifar10.recipes import RECIPES  # noqa: E402
 from cifar10.stopping import FiniteLoss, NonFiniteLoss, StopOnSignal, StopRequested, preserved_handlers  # noqa: E402
 
 DEFAULT_MODEL = "speedrun"

@@ -9,12 +9,10 @@ unstated ones are the source's usual choice and are marked "unstated" beside the
 schedule the source does not mention. Default recipes use a one-cycle schedule, crop-flip and SGD with
 Nesterov momentum or AdamW, and aim to beat the published accuracy in fewer epochs.
 
-This module does not import cifar10.models at its top: the model files import Recipe from here.
+The model files import Recipe from here; `cifar10.models.recipe(model, name)` looks a model's up.
 """
 
 from dataclasses import asdict, dataclass
-
-from cifar10.errors import UserError
 
 RECIPES = ("tutorial", "default")  # the names `--recipe` takes; every model declares both
 
@@ -37,19 +35,14 @@ class Recipe:
     normalize: str = "dataset"
     val_size: int | float = 5000  # images held out of train, or a fraction; 0 validates on test
 
+    def as_settings(self) -> dict:
+        """The recipe as a plain dict of settings (betas as a list)."""
+        values = asdict(self)
+        values["betas"] = list(values["betas"])
+        return values
+
 
 # Ours: one-cycle LR, crop-flip, Nesterov SGD (AdamW for the Adam-trained, BN-less nets).
 def ours(**overrides) -> Recipe:
     return Recipe(**{"nesterov": True, "schedule": "onecycle", **overrides})
 
-
-def recipe(model: str, name: str = "default") -> dict:
-    """The recipe `name` for `model` as a plain dict (betas as a list)."""
-    from cifar10.models import model_info  # here, not at the top: cifar10.models imports this module
-
-    info = model_info(model)  # UserError for an unknown model
-    if name not in RECIPES:
-        raise UserError(f"unknown recipe {name!r}: choose one of {', '.join(RECIPES)}.")
-    values = asdict(info.recipes[name])
-    values["betas"] = list(values["betas"])
-    return values

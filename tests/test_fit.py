@@ -15,8 +15,7 @@ from cifar10.checkpoint import load_checkpoint
 from cifar10.errors import UserError
 from cifar10.evaluate import main as evaluate_main
 from cifar10.fit import given_settings, main, make_trainer, resolve_auto, resolve_settings
-from cifar10.models import model_info, model_names
-from cifar10.recipes import recipe
+from cifar10.models import model_info, model_names, recipe
 
 REQUIRED_METRICS = ("model", "params", "epochs", "wall_time_s", "train_images_per_s", "best_val_acc",
                     "test_acc", "per_class_acc", "recipe", "settings", "seed", "precision", "device")

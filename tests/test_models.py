@@ -17,7 +17,8 @@ from cifar10.fit import models_epilog
 from cifar10.models import create_model, model_info, model_names, register
 from cifar10.models.base import ClassifierModule
 from cifar10.models.speedrun import whiten_
-from cifar10.recipes import Recipe, ours, recipe
+from cifar10.models import recipe
+from cifar10.recipes import Recipe, ours
 
 
 def conv(c_in: int, c_out: int, k: int = 3, bias: bool = True) -> int:

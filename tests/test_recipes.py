@@ -8,7 +8,8 @@ from cifar10.data import AUGMENT_PRESETS, NORMALIZE_PRESETS
 from cifar10.errors import UserError
 from cifar10.models import create_model, model_info, model_names, register
 from cifar10.models.base import OPTIMIZERS, SCHEDULES, ClassifierModule
-from cifar10.recipes import RECIPES, Recipe, ours, recipe
+from cifar10.models import recipe
+from cifar10.recipes import RECIPES, Recipe, ours
 
 KEYS = {"optimizer", "lr", "momentum", "nesterov", "weight_decay", "betas", "schedule", "label_smoothing",
         "bias_lr_scale", "tta", "batch_size", "max_epochs", "augment", "normalize", "val_size"}

@@ -14,8 +14,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from cifar10.models import create_model, model_names
-from cifar10.recipes import recipe
+from cifar10.models import create_model, model_names, recipe
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

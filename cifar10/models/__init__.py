@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from cifar10.errors import UserError
 from cifar10.models.base import ClassifierModule
-from cifar10.recipes import Recipe
+from cifar10.recipes import RECIPES, Recipe
 
 LAST = 1000  # the order of a model that states none: after the others
 
@@ -62,6 +62,14 @@ def model_info(name: str) -> ModelInfo:
     return _REGISTRY[name]
 
 
+def recipe(model: str, name: str = "default") -> dict:
+    """The recipe `name` ('tutorial' or 'default') of `model`, as a plain dict of settings."""
+    info = model_info(model)  # UserError for an unknown model
+    if name not in RECIPES:
+        raise UserError(f"unknown recipe {name!r}: choose one of {', '.join(RECIPES)}.")
+    return info.recipes[name].as_settings()
+
+
 def model_hparam_names(name: str) -> list[str]:
     """The keyword arguments the model's constructor takes."""
     return [p for p in inspect.signature(model_info(name).cls).parameters if p not in ("args", "kwargs")]
@@ -92,4 +100,4 @@ def import_architectures() -> list[str]:
 
 import_architectures()
 
-__all__ = ["ClassifierModule", "ModelInfo", "create_model", "model_info", "model_names", "register"]
+__all__ = ["ClassifierModule", "ModelInfo", "create_model", "model_info", "model_names", "recipe", "register"]

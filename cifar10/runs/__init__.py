@@ -1,9 +1,11 @@
-"""Run folders (`<logdir>/<model>/version_N/`), where to resume from, and metrics.json."""
+"""Run folders (`<logdir>/<model>/version_N/`), where to resume from, and metrics.json.
+
+`python -m cifar10.runs` lists them (`cifar10/runs/table.py`).
+"""
 
 import json
 import os
 import re
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -145,7 +147,3 @@ def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> Path:
     """Write metrics.json into the run folder (atomically: a crash leaves the previous one whole)."""
     return atomic_write_text(Path(run_dir) / "metrics.json", json.dumps(metrics, indent=2) + "\n")
 
-
-if __name__ == "__main__":
-    from cifar10.run_table import main
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""`python -m cifar10.runs` (cifar10.run_table): the runs table, on fake run folders and one real run."""
+"""`python -m cifar10.runs` (cifar10.runs.table): the runs table, on fake run folders and one real run."""
 
 import csv
 import io
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cifar10.run_table import main, mean_std
+from cifar10.runs.table import main, mean_std
 
 from test_fit import tiny_fit_args
 
