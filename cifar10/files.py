@@ -31,6 +31,7 @@ def atomic_write(path: str | Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=path.name + ".", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes it 0600; give it an ordinary file's mode
         with os.fdopen(fd, "wb") as out:
             out.write(data)
             out.flush()
@@ -44,6 +45,12 @@ def atomic_write(path: str | Path, data: bytes) -> Path:
                            f"Free some space in {path.parent} (or pass another --logdir) and run again.") from None
         raise
     return path
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

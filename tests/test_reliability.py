@@ -71,6 +71,13 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, mon
     assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["last.ckpt"]
 
 
+def test_written_files_get_an_ordinary_files_mode(tmp_path):
+    target = atomic_write(tmp_path / "metrics.json", b"{}")
+    plain = tmp_path / "plain.json"
+    plain.write_bytes(b"{}")
+    assert target.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777  # not mkstemp's 0600
+
+
 WRITER = """
 import sys, itertools
 from cifar10.files import atomic_write
