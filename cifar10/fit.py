@@ -403,10 +403,9 @@ def fit(settings: dict[str, Any], resume: runs.ResumePoint | None, extra_callbac
         kept = f"{last} is the one saved last before it" if last.is_file() else "no checkpoint was saved"
         print(f"\nStopped at once (second Ctrl-C); {kept}.", file=sys.stderr)
         return 130
-    except UserError:  # e.g. settings Lightning rejects, or data that cannot be had: leave no empty run folder
+    finally:  # stopped or failed before anything was written (bad settings, no data, an early signal)
         with contextlib.suppress(OSError):
-            run_dir.rmdir()  # only if still empty
-        raise
+            run_dir.rmdir()  # removes the claimed folder only while it is still empty
 
 
 @dataclass(frozen=True)
