@@ -2,7 +2,6 @@
 
 import argparse
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -12,7 +11,7 @@ from torch import Tensor, nn
 
 from cifar10.checkpoint import Meta, load_checkpoint
 from cifar10.errors import CliParser, UserError, exits_cleanly
-from cifar10.files import TEMP_SUFFIX, output_file
+from cifar10.files import output_file, replaced_atomically
 
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts"}
 
@@ -78,12 +77,8 @@ def export(ckpt: str | Path, fmt: str, out: str | Path | None = None) -> Path:
     """Write the checkpoint's model in `fmt` ('onnx' or 'torchscript'); returns the file written."""
     model, meta = load_checkpoint(ckpt)
     out = output_file(out if out else Path(ckpt).parent / f"model{SUFFIXES[fmt]}", "--out", f"model{SUFFIXES[fmt]}")
-    partial = out.with_name(f".{out.name}.{os.getpid()}{TEMP_SUFFIX}")  # beside it: the rename is atomic
-    try:
+    with replaced_atomically(out) as partial:
         (export_onnx if fmt == "onnx" else export_torchscript)(exportable(model, meta), meta, partial)
-        os.replace(partial, out)
-    finally:
-        partial.unlink(missing_ok=True)
     return out
 
 

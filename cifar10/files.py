@@ -10,6 +10,8 @@ import errno
 import io
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,26 +27,36 @@ class DiskFull(UserError):
     """A write ran out of space; the message says what was kept."""
 
 
-def atomic_write(path: str | Path, data: bytes) -> Path:
-    """Write `data` to `path` through a temp file beside it; the old `path` survives any failure."""
+@contextmanager
+def replaced_atomically(path: str | Path) -> Iterator[Path]:
+    """A temp file beside `path` to write (by any writer) inside the block; renamed to `path` after it.
+
+    On any failure the temp file is removed and `path` keeps its old content; a full disk is DiskFull.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=path.name + ".", suffix=TEMP_SUFFIX, dir=path.parent)
+    os.close(fd)
     try:
-        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes it 0600; give it an ordinary file's mode
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
+        os.chmod(temp, 0o666 & ~current_umask())  # mkstemp makes it 0600; give it an ordinary file's mode
+        yield Path(temp)
         os.replace(temp, path)
     except BaseException as err:  # KeyboardInterrupt too: never leave the temp file behind
         Path(temp).unlink(missing_ok=True)
         if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
             kept = f"the previous {path.name} is unchanged" if path.exists() else f"no {path.name} was written"
-            raise DiskFull(f"no space left on the device to write {path} ({len(data) / 1e6:.1f} MB); {kept}. "
-                           f"Free some space in {path.parent} (or pass another --logdir) and run again.") from None
+            raise DiskFull(f"no space left on the device to write {path}; {kept}. Free some space in "
+                           f"{path.parent} (or pass another --logdir) and run again.") from None
         raise
-    return path
+
+
+def atomic_write(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` through a temp file beside it, flushed to disk; the old `path` survives any failure."""
+    with replaced_atomically(path) as temp, open(temp, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    return Path(path)
 
 
 def current_umask() -> int:

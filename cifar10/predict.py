@@ -56,10 +56,6 @@ def expand_paths(paths: Sequence[str]) -> Iterator[Path]:
             yield path
 
 
-class NotARegularFile(Exception):
-    pass
-
-
 def read_image(path: Path) -> torch.Tensor:
     """uint8 (3,32,32) RGB, upright as EXIF says; transparency is composited over white."""
     with Image.open(path) as opened:
@@ -75,14 +71,13 @@ def load_images(files: list[Path]) -> tuple[list[torch.Tensor | None], list[str 
     """Per file, the image or None, and None or why it could not be read."""
     images, errors = [], []
     for file in files:
-        try:
-            if file.exists() and not file.is_file():  # a FIFO, device or socket would block or stream forever
-                raise NotARegularFile()
-            images.append(read_image(file))
-            errors.append(None)
-        except NotARegularFile:
+        if file.exists() and not file.is_file():  # a FIFO, device or socket would block or stream forever
             images.append(None)
             errors.append("not a regular file (a folder, FIFO, device or socket): pass image files")
+            continue
+        try:
+            images.append(read_image(file))
+            errors.append(None)
         except FileNotFoundError:
             images.append(None)
             errors.append("no such file")
