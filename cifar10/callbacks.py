@@ -10,12 +10,9 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from torch.optim.lr_scheduler import CosineAnnealingLR, OneCycleLR  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
-from cifar10.data import denormalize  # noqa: E402
 from cifar10.data.datamodule import GLOBAL_STREAM, stream_seed  # noqa: E402
-from cifar10.lightning_internals import stretch_one_cycle  # noqa: E402
 
 
 class BatchSeed(L.Callback):
@@ -102,8 +99,7 @@ class Throughput(L.Callback):
 class AugmentedImages(L.Callback):
     """Log the first augmented training batch once, as a grid titled with class names.
 
-    The batch arrives normalised (the DataModule normalises in on_after_batch_transfer), so it is
-    un-normalised with the DataModule's mean and std.
+    The batch arrives as augmented uint8 pixels (the model normalises its own input).
     """
 
     def __init__(self, tag: str = "train/augmented_images", max_images: int = 32) -> None:
@@ -117,8 +113,8 @@ class AugmentedImages(L.Callback):
             return
         self.logged = True
         dm = trainer.datamodule
-        images, labels = batch[0][: self.max_images].float(), batch[1][: self.max_images]
-        pixels = denormalize(images, dm.mean, dm.std).cpu()
+        images, labels = batch[0][: self.max_images], batch[1][: self.max_images]
+        pixels = images.float().div(255).cpu()
         names = [dm.class_names[i] for i in labels.tolist()]
         figure = image_grid_figure(pixels, names)
         trainer.logger.experiment.add_figure(self.tag, figure, global_step=trainer.global_step)
@@ -175,20 +171,3 @@ class RunSettings(L.Callback):
 
     def state_dict(self) -> dict[str, Any]:
         return {"settings": self.settings}
-
-
-class StretchSchedule(L.Callback):
-    """Fit a restored step-based LR schedule to the run's length when --max-epochs changed on resume.
-
-    The restored scheduler keeps the old run's total steps: OneCycleLR would fail past it and cosine
-    would climb again. Here both are re-targeted to end at the new last step.
-    """
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        total = int(trainer.estimated_stepping_batches)
-        for config in trainer.lr_scheduler_configs:
-            scheduler = config.scheduler
-            if isinstance(scheduler, OneCycleLR) and scheduler.total_steps != total:
-                stretch_one_cycle(scheduler, total)
-            elif isinstance(scheduler, CosineAnnealingLR) and scheduler.T_max != total:
-                scheduler.T_max = total

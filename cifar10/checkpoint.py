@@ -1,5 +1,5 @@
-"""Safe loading of this project's checkpoints: the file alone says which model to build and how to
-feed it (normalisation, class names), and nothing in it can run code (weights-only unpickling)."""
+"""Safe loading of this project's checkpoints: the file alone says which model to build (its
+normalisation and class names included), and nothing in it can run code (weights-only unpickling)."""
 
 import re
 from dataclasses import dataclass
@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 
-from cifar10.data import CLASSES, normalize
+from cifar10.data import CLASSES
 from cifar10.errors import UserError
 from cifar10.models import create_model, model_names
 from cifar10.models.base import ClassifierModule
@@ -22,9 +21,6 @@ class Meta:
     mean: tuple[float, float, float]  # per channel, in 0..1 pixel units
     std: tuple[float, float, float]
     hparams: dict[str, Any]  # as saved; create_model(model, **hparams) rebuilds the network
-
-    def normalize(self, images_uint8: Tensor) -> Tensor:
-        return normalize(images_uint8, self.mean, self.std)
 
 
 def _not_ours(path: Path, why: str) -> UserError:

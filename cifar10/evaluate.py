@@ -1,22 +1,25 @@
-"""`python -m cifar10.evaluate`: test a checkpoint and write a report (tables, figures, report.json)."""
+"""`python -m cifar10.evaluate`: test a checkpoint and write a report (tables, figures, report.json).
+
+The numbers come from the model's own test step (trainer.test), the same that ends a fit.
+"""
 
 import argparse
+import contextlib
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import lightning as L
 import torch
 from torch import Tensor
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
-from tqdm import tqdm
 
 from cifar10 import reporting
 from cifar10.checkpoint import Meta, load_checkpoint
 from cifar10.data import CIFAR10DataModule
 from cifar10.errors import CliParser, UserError, exits_cleanly
 from cifar10.files import atomic_write_text, writable_folder
-from cifar10.models.base import MAX_MISCLASSIFIED, TTA_MODES, Misclassified, augmented_logits
+from cifar10.models.base import MAX_MISCLASSIFIED, TTA_MODES, ClassifierModule
 
 
 @dataclass
@@ -50,47 +53,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def pick_device(accelerator: str) -> torch.device:
+def check_accelerator(accelerator: str) -> None:
     if accelerator == "gpu" and not torch.cuda.is_available():
         raise UserError("--accelerator gpu was asked for but no CUDA GPU is available: use cpu or auto.")
-    return torch.device("cuda" if accelerator != "cpu" and torch.cuda.is_available() else "cpu")
 
 
-def test_loader(args: argparse.Namespace) -> torch.utils.data.DataLoader:
-    """The test split as uint8 batches; normalisation is the checkpoint's, applied by the caller."""
+def test_data(args: argparse.Namespace) -> CIFAR10DataModule:
+    """The data module whose test split is evaluated (uint8 batches; the model normalises them)."""
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}.")
     source = {k: v for k, v in (("url", args.data_url), ("md5", args.data_md5)) if v is not None}
-    dm = CIFAR10DataModule(data_dir=args.data_dir, batch_size=args.batch_size, eval_batch_size=args.batch_size,
-                           val_size=0.1, augment="none", normalize="half", on_device=False, **source)
-    # (val_size and normalize are placeholders: only the test split's uint8 images are read here)
-    dm.prepare_data()
-    dm.setup("test")
-    return dm.test_dataloader()
+    return CIFAR10DataModule(data_dir=args.data_dir, eval_batch_size=args.batch_size, augment="none", **source)
 
 
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, meta: Meta, loader, device: torch.device, tta: str = "none") -> Evaluation:
-    n = len(meta.class_names)
-    acc = MulticlassAccuracy(num_classes=n, average="micro").to(device)
-    per_class = MulticlassAccuracy(num_classes=n, average=None).to(device)
-    confusion = MulticlassConfusionMatrix(num_classes=n).to(device)
-    wrong = Misclassified()
-    n_images = 0
-    for images, labels in tqdm(loader, desc="test", unit="batch", file=sys.stderr):
-        images, labels = images.to(device), labels.to(device)
-        preds = augmented_logits(model, meta.normalize(images), tta).argmax(dim=1)
-        for metric in (acc, per_class, confusion):
-            metric.update(preds, labels)
-        wrong.update(images, preds, labels)
-        n_images += len(labels)
+def evaluate(model: ClassifierModule, dm: CIFAR10DataModule, accelerator: str = "auto",
+             tta: str = "none") -> Evaluation:
+    """The model's own test step (trainer.test) over the test split, with `tta` in place of its recipe's."""
+    model.hparams.tta = tta
+    trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
+                        enable_model_summary=False)
+    with contextlib.redirect_stdout(sys.stderr):  # Lightning's progress bar: stdout carries only the tables
+        trainer.test(model, datamodule=dm, verbose=False)
+    results = model.test_results
+    n_images = sum(map(sum, results["confusion"]))
     if n_images == 0:
         raise UserError("the test split is empty: check --data-dir / --data-url.")
-    wrong_images, wrong_preds, wrong_targets = wrong.tensors()
-    return Evaluation(acc=float(acc.compute()),
-                      per_class_acc=dict(zip(meta.class_names, per_class.compute().tolist())),
-                      confusion=confusion.compute().tolist(), n_images=n_images,
-                      wrong_images=wrong_images, wrong_preds=wrong_preds, wrong_targets=wrong_targets)
+    wrong = results["misclassified"]
+    return Evaluation(acc=results["acc"], per_class_acc=results["per_class_acc"], confusion=results["confusion"],
+                      n_images=n_images, wrong_images=wrong["images"], wrong_preds=wrong["preds"],
+                      wrong_targets=wrong["targets"])
 
 
 def tables(result: Evaluation, class_names: list[str], tta: str) -> str:
@@ -131,11 +122,11 @@ def write_report(out: Path, result: Evaluation, meta: Meta, ckpt: Path, tta: str
 @exits_cleanly
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    device = pick_device(args.accelerator)
-    model, meta = load_checkpoint(args.ckpt, map_location=device)
+    check_accelerator(args.accelerator)
+    model, meta = load_checkpoint(args.ckpt)
     out = writable_folder(Path(args.out) if args.out else Path(args.ckpt).parent / "report", "--out")  # before the pass
     args.tta = args.tta or meta.hparams.get("tta", "none")  # checkpoints from before TTA modes have none
-    result = evaluate(model, meta, test_loader(args), device, args.tta)
+    result = evaluate(model, test_data(args), args.accelerator, args.tta)
     print(tables(result, meta.class_names, args.tta))
     write_report(out, result, meta, Path(args.ckpt), args.tta)
     print(f"\nreport written to {out}")

@@ -12,21 +12,21 @@ from torch import Tensor, nn
 from cifar10.checkpoint import Meta, load_checkpoint
 from cifar10.errors import CliParser, UserError, exits_cleanly
 from cifar10.files import output_file, replaced_atomically
+from cifar10.models.base import ClassifierModule
 
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts"}
 
 
 class ExportedClassifier(nn.Module):
-    """float32 images in [0, 1], (N,3,32,32) -> logits (N,classes); the normalisation is built in."""
+    """float32 images in [0, 1], (N,3,32,32) -> logits (N,classes): the model's own normalisation and network,
+    without the Lightning module around them."""
 
-    def __init__(self, net: nn.Module, mean, std) -> None:
+    def __init__(self, model: ClassifierModule) -> None:
         super().__init__()
-        self.net = net
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.normalize, self.net = model.normalize, model.net
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.net((images - self.mean) / self.std)
+        return self.net(self.normalize(images))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,10 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", metavar="FILE",
                         help="output file (default: model.onnx / model.ts beside the checkpoint)")
     return parser
-
-
-def exportable(model: nn.Module, meta: Meta) -> ExportedClassifier:
-    return ExportedClassifier(model.net, meta.mean, meta.std).eval()
 
 
 def export_torchscript(module: nn.Module, meta: Meta, out: Path) -> None:
@@ -78,7 +74,7 @@ def export(ckpt: str | Path, fmt: str, out: str | Path | None = None) -> Path:
     model, meta = load_checkpoint(ckpt)
     out = output_file(out if out else Path(ckpt).parent / f"model{SUFFIXES[fmt]}", "--out", f"model{SUFFIXES[fmt]}")
     with replaced_atomically(out) as partial:
-        (export_onnx if fmt == "onnx" else export_torchscript)(exportable(model, meta), meta, partial)
+        (export_onnx if fmt == "onnx" else export_torchscript)(ExportedClassifier(model).eval(), meta, partial)
     return out
 
 

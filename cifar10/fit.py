@@ -37,8 +37,7 @@ from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
 
 from cifar10 import reporting, runs  # noqa: E402
-from cifar10.callbacks import (AugmentedImages, BatchSeed, ProgressBar, RunSettings, StretchSchedule,  # noqa: E402
-                               Throughput)
+from cifar10.callbacks import AugmentedImages, BatchSeed, ProgressBar, RunSettings, Throughput  # noqa: E402
 from cifar10.data import AUGMENT_PRESETS, NORMALIZE_PRESETS, CIFAR10DataModule  # noqa: E402
 from cifar10.errors import CliParser, UserError, exits_cleanly  # noqa: E402
 from cifar10.files import AtomicCheckpointIO  # noqa: E402
@@ -55,6 +54,7 @@ DEFAULTS: dict[str, Any] = {  # what no recipe decides
     "logdir": "lightning_logs",
 }
 PER_INVOCATION = ("ckpt_path", "config")  # never inherited by a resumed run
+PATHS = ("data_dir", "data_url", "data_md5", "logdir")  # where things are, not how the run trained: not in HPARAMS
 PRECISIONS = ("auto", "32", "16-mixed", "bf16-mixed")
 ACCELERATORS = ("auto", "cpu", "gpu")
 
@@ -372,7 +372,7 @@ def log_report(logger: TensorBoardLogger, step: int, settings: dict[str, Any], m
     wrong = results["misclassified"]
     experiment.add_figure("test/misclassified", reporting.misclassified_figure(
         wrong["images"], wrong["preds"], wrong["targets"], class_names), global_step=step)
-    params = {k: v for k, v in settings.items() if k not in PER_INVOCATION} | {"params": metrics["params"]}
+    params = {k: v for k, v in settings.items() if k not in PER_INVOCATION + PATHS} | {"params": metrics["params"]}
     logger.log_hyperparams(params, metrics={"hp/test_acc": metrics["test_acc"],
                                             "hp/best_val_acc": metrics["best_val_acc"] or 0.0})
     logger.finalize("success")
@@ -424,7 +424,7 @@ def fit_callbacks(s: dict[str, Any], run_dir: Path, extra: Sequence[L.Callback] 
     return FitCallbacks(stop, best, throughput, [
         stop,  # first: it stops at a batch's start, before the other callbacks' per-batch work
         best, last, LearningRateMonitor(logging_interval="step"), BatchSeed(s["seed"]), throughput, AugmentedImages(),
-        FiniteLoss(), StretchSchedule(), RunSettings({k: v for k, v in s.items() if k not in PER_INVOCATION}),
+        FiniteLoss(), RunSettings({k: v for k, v in s.items() if k not in PER_INVOCATION}),
         ProgressBar(), *extra])
 
 

@@ -393,7 +393,7 @@ def prepare_images(data_dir: str, images_dir: str, count: str | int = PNG_COUNT)
 
     dm = CIFAR10DataModule(data_dir=data_dir, val_size=0, augment="none", normalize="half", on_device=False)
     dm.prepare_data()
-    dm.setup("test")
+    dm.setup("fit")  # every split: the check reports both sizes
     out = Path(images_dir)
     out.mkdir(parents=True, exist_ok=True)
     for i, (image, label) in enumerate(zip(dm.test_images[:int(count)], dm.test_labels.tolist())):

@@ -5,7 +5,6 @@ loudly (with the function's name) if a new version of either moves one.
 """
 
 import lightning as L
-from torch.optim.lr_scheduler import OneCycleLR
 
 # LightningModule stores the name of the hook it is calling here, around every hook (44 times a step).
 HOOK_NAME_ATTR = "_current_fx_name"
@@ -27,13 +26,3 @@ def batch_being_transferred(trainer: L.Trainer) -> int:
 def uses_distributed_sampler(trainer: L.Trainer) -> bool:
     """Trainer(use_distributed_sampler=...): Lightning keeps the flag but exposes no property for it."""
     return bool(getattr(trainer._accelerator_connector, "use_distributed_sampler", False))
-
-
-def stretch_one_cycle(scheduler: OneCycleLR, total_steps: int) -> None:
-    """Re-target a OneCycleLR, part-way through, to end at `total_steps` (its phases keep their shares).
-
-    OneCycleLR takes its length once, in __init__, and keeps the phase boundaries in a private list.
-    """
-    for phase in scheduler._schedule_phases:
-        phase["end_step"] = (phase["end_step"] + 1) * total_steps / scheduler.total_steps - 1
-    scheduler.total_steps = total_steps

@@ -89,7 +89,7 @@ def load_images(files: list[Path]) -> tuple[list[torch.Tensor | None], list[str 
 
 @torch.no_grad()
 def top_k(model: torch.nn.Module, meta: Meta, images: torch.Tensor, k: int) -> list[list[tuple[str, float]]]:
-    probs = torch.softmax(model(meta.normalize(images)), dim=1)
+    probs = torch.softmax(model(images), dim=1)  # uint8 images: the model normalises them
     values, indices = probs.topk(k, dim=1)
     return [[(meta.class_names[i], round(float(p), 6)) for p, i in zip(vs, ix)]
             for vs, ix in zip(values.tolist(), indices.tolist())]

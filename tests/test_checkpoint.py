@@ -10,6 +10,7 @@ from cifar10.checkpoint import load_checkpoint
 from cifar10.data import normalize
 from cifar10.errors import UserError
 from cifar10.models import create_model
+from cifar10.runs import resume_point
 
 
 def test_checkpoint_describes_itself(tiny_run, tiny_archive):
@@ -21,7 +22,7 @@ def test_checkpoint_describes_itself(tiny_run, tiny_archive):
     assert meta.mean == tuple(saved["mean"]) and meta.std == tuple(saved["std"])
     assert meta.mean != (0.5, 0.5, 0.5)  # the run used dataset normalisation
     images, _ = read_test_split(tiny_archive, tiny_run)
-    assert torch.equal(meta.normalize(images[:4]), normalize(images[:4], meta.mean, meta.std))
+    assert torch.equal(model.normalize(images[:4]), normalize(images[:4], meta.mean, meta.std))  # the model's own
 
 
 def test_loaded_weights_are_the_trained_ones(tiny_run):
@@ -78,3 +79,21 @@ def test_weights_of_another_shape_are_a_user_error(tiny_run, tmp_path):
     ckpt["cifar10"]["model"] = ckpt["hyper_parameters"]["model"] = "mlp"
     torch.save(ckpt, tmp_path / "mismatch.ckpt")
     expect_user_error(tmp_path / "mismatch.ckpt", "do not fit model 'mlp'")
+
+
+def test_normalisation_is_not_among_the_saved_weights(tiny_run):
+    state = torch.load(tiny_run.ckpt, weights_only=True)["state_dict"]
+    # its mean and std come from the hyper-parameters: checkpoints written before the model normalised its
+    # own input have the same keys, and load as they are
+    assert state and all(key.startswith("net.") for key in state)
+
+
+def test_a_checkpoint_of_format_1_is_read_but_not_resumed(tiny_run, tmp_path):
+    ckpt = torch.load(tiny_run.ckpt, weights_only=True)
+    ckpt["cifar10"]["format"] = 1  # written before the schedule became a LambdaLR
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+    model, meta = load_checkpoint(old)  # what evaluate, predict and export use
+    assert meta.model == "lenet"
+    with pytest.raises(UserError, match="format 1, written by an earlier cifar10.*cannot be resumed exactly"):
+        resume_point(str(old), tmp_path, None)

@@ -9,6 +9,7 @@ from torch.utils.data import BatchSampler
 
 from cifar10.data import CLASSES, CIFAR10DataModule
 from cifar10.errors import UserError
+from cifar10.models.base import Normalize
 
 
 def make_dm(archive, tmp_path, **kwargs) -> CIFAR10DataModule:
@@ -112,10 +113,10 @@ def test_dataset_normalisation_matches_a_direct_float_computation(tiny_archive, 
     assert dm.std == pytest.approx(pixels.std((0, 2, 3), correction=0).tolist(), abs=1e-6)
     batch = dm.train_images[:8]
     mean, std = torch.tensor(dm.mean).view(3, 1, 1), torch.tensor(dm.std).view(3, 1, 1)
-    torch.testing.assert_close(dm.normalize_images(batch), ((batch.double() / 255 - mean) / std).float())
+    torch.testing.assert_close(Normalize(dm.mean, dm.std)(batch), ((batch.double() / 255 - mean) / std).float())
     half = make_dm(tiny_archive, tmp_path, normalize="half")
     assert half.mean == half.std == (0.5, 0.5, 0.5)
-    assert half.normalize_images(torch.tensor([0, 255], dtype=torch.uint8).expand(3, 1, 2)).tolist() == \
+    assert Normalize(half.mean, half.std)(torch.tensor([0, 255], dtype=torch.uint8).expand(3, 1, 2)).tolist() == \
         [[[-1.0, 1.0]]] * 3
 
 
@@ -129,9 +130,9 @@ class Recorder(L.LightningModule):
 
     def step(self, batch, stage: str):
         images, labels = batch
-        assert images.dtype == torch.float32 and images.shape[1:] == (3, 32, 32) and labels.dtype == torch.int64
-        self.seen[stage].append(images.clone())
-        return torch.nn.functional.cross_entropy(self.net(images.flatten(1)), labels)
+        assert images.dtype == torch.uint8 and images.shape[1:] == (3, 32, 32) and labels.dtype == torch.int64
+        self.seen[stage].append(images.clone())  # uint8 as the data module hands them (the model normalises)
+        return torch.nn.functional.cross_entropy(self.net(images.flatten(1).float() / 255), labels)
 
     def training_step(self, batch, batch_idx):
         return self.step(batch, "train")
@@ -157,9 +158,8 @@ def test_lightning_run_augments_training_only_and_resumes_exactly(tiny_archive, 
     dm = make_dm(tiny_archive, tmp_path, batch_size=100, augment="crop-flip", normalize="half")
     full = fit(dm, tmp_path, max_epochs=2)
     assert len(full.seen["train"]) == 6 and len(full.seen["val"]) == 2 + 1  # + the sanity check
-    val_expected = (dm.val_images.float() / 255 - 0.5) / 0.5
-    torch.testing.assert_close(full.seen["val"][-1], val_expected)  # validation is not augmented
-    unaugmented = (torch.cat([x for x, _ in dm.train_dataloader()]).float() / 255 - 0.5) / 0.5
+    assert torch.equal(full.seen["val"][-1], dm.val_images)  # validation is not augmented
+    unaugmented = torch.cat([x for x, _ in dm.train_dataloader()])
     assert not torch.equal(torch.cat(full.seen["train"][:3]), unaugmented)  # training is augmented
     fit(dm, tmp_path, max_epochs=1)
     resumed = fit(dm, tmp_path, max_epochs=2, ckpt_path=tmp_path / "epochs-1.ckpt")

@@ -10,6 +10,7 @@ import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from cifar10.checkpoint import load_checkpoint
 from cifar10.errors import UserError
@@ -58,7 +59,9 @@ def test_cli_writes_checkpoints_metrics_and_tensorboard(tiny_archive, tmp_path):
     assert any(tag.startswith("lr") for tag in scalars), scalars
     assert {"train/augmented_images", "test/per_class_accuracy", "test/confusion_matrix",
             "test/misclassified"} <= set(tags["images"])
-    assert hparams, "no hparams plugin data"
+    start = HParamsPluginData.FromString(hparams["_hparams_/session_start_info"]).session_start_info
+    assert {"model", "lr", "batch_size", "seed", "params"} <= set(start.hparams)
+    assert not set(start.hparams) & {"data_dir", "data_url", "data_md5", "logdir", "ckpt_path"}  # no paths
 
 
 def test_help_lists_every_model_with_its_published_accuracy(capsys):

@@ -15,7 +15,7 @@ from cifar10.data import CIFAR10DataModule
 from cifar10.errors import UserError
 from cifar10.fit import models_epilog
 from cifar10.models import create_model, model_info, model_names, register
-from cifar10.models.base import ClassifierModule
+from cifar10.models.base import ClassifierModule, build_optimizer, lr_factor
 from cifar10.models.speedrun import whiten_
 from cifar10.models import recipe
 from cifar10.recipes import Recipe, ours
@@ -104,9 +104,9 @@ def tiny_trainer(**kwargs) -> L.Trainer:
 
 
 def batch_loader(n: int = 16, seed: int = 0) -> DataLoader:
-    """One fixed batch of normal-noise images with random labels, served once per epoch."""
+    """One fixed batch of uniform-noise uint8 images with random labels, served once per epoch."""
     generator = torch.Generator().manual_seed(seed)
-    images = torch.randn(n, 3, 32, 32, generator=generator)
+    images = torch.randint(0, 256, (n, 3, 32, 32), generator=generator, dtype=torch.uint8)
     labels = torch.randint(0, 10, (n,), generator=generator)
     return DataLoader(TensorDataset(images, labels), batch_size=n)
 
@@ -314,5 +314,43 @@ def test_speedrun_whitens_from_the_training_images_at_fit_start(tiny_archive, tm
     model = create_model("speedrun")
     tiny_trainer(max_steps=1).fit(model, datamodule=data)
     expected = torch.nn.Conv2d(3, 24, 2)
-    whiten_(expected, data.normalize_images(data.train_images))
+    whiten_(expected, model.normalize(data.train_images))
     torch.testing.assert_close(model.net[0].weight, expected.weight)  # set at fit start, then frozen
+
+
+@pytest.mark.parametrize("schedule, shape", [
+    ("onecycle", {}),
+    ("triangle", dict(pct_start=0.23, anneal_strategy="linear", div_factor=1 / 0.2, final_div_factor=0.2 / 0.07)),
+])
+@pytest.mark.parametrize("total", [5, 7, 100])
+def test_one_cycle_schedules_follow_pytorchs_one_cycle_lr(schedule, shape, total):
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=0.5)
+    reference = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.5, total_steps=total, cycle_momentum=False,
+                                                    **shape)
+    factor = lr_factor(schedule, total)
+    for step in range(total):
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5 * factor(step), rel=1e-12, abs=1e-15)
+        optimizer.step()
+        reference.step()
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine"])
+def test_a_schedule_resumed_into_a_longer_run_ends_at_the_new_length(schedule):
+    model = create_model("mlp", schedule=schedule, lr=1.0)
+    short = build_optimizer(model.hparams, model.net, 10)
+    for _ in range(4):
+        short["optimizer"].step()
+        short["lr_scheduler"]["scheduler"].step()
+    longer = build_optimizer(model.hparams, model.net, 20)  # what configure_optimizers builds on resume
+    optimizer, scheduler = longer["optimizer"], longer["lr_scheduler"]["scheduler"]
+    optimizer.load_state_dict(short["optimizer"].state_dict())
+    scheduler.load_state_dict(short["lr_scheduler"]["scheduler"].state_dict())  # the checkpoint's state
+    lrs = []
+    for _ in range(16):
+        optimizer.step()
+        scheduler.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs[-1] == pytest.approx(1.0 * lr_factor(schedule, 20)(20)) and lrs[-1] < 1e-3  # the new end, step 20
+    if schedule == "onecycle":
+        assert max(lrs) == pytest.approx(1.0, abs=0.02)  # the peak moved to step 5 of 20

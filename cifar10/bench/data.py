@@ -23,7 +23,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from cifar10.data import AUGMENT_PRESETS, CIFAR10DataModule, augment
+from cifar10.data import AUGMENT_PRESETS, CIFAR10DataModule, augment, normalize
 
 DEFAULT_WORKERS = 2  # this project's reference box has 2 cores
 
@@ -82,13 +82,14 @@ def time_batches(batches: Iterator, count: int, device: torch.device) -> float:
 
 
 def ours(dm: CIFAR10DataModule, preset: str, device: torch.device, seed: int) -> Iterator:
-    """What training sees: DataModule batches, augmented and normalised on the device."""
+    """What training sees: DataModule batches, augmented on the device, then normalised as the model's first
+    step does (torchvision's pipeline below normalises too)."""
     generator = torch.Generator(device).manual_seed(seed)
     for epoch in range(1_000_000):
         loader = dm.train_dataloader()
         loader.batch_sampler.sampler.set_epoch(epoch)
         for images, labels in loader:
-            yield dm.normalize_images(augment(images, preset, generator)), labels
+            yield normalize(augment(images, preset, generator), dm.mean, dm.std), labels
 
 
 def theirs(dm: CIFAR10DataModule, preset: str, pil: bool, batch_size: int, workers: int,

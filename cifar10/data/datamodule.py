@@ -1,4 +1,8 @@
-"""CIFAR10DataModule: uint8 tensors held once, batches by one fancy-index, augmentation on the device."""
+"""CIFAR10DataModule: uint8 tensors held once, batches by one fancy-index, augmentation on the device.
+
+Batches stay uint8: the model normalises its own input (ClassifierModule.normalize), with the channel
+statistics this module computes (`mean`, `std`) saved in its hyper-parameters.
+"""
 
 import hashlib
 import struct
@@ -10,8 +14,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
-from cifar10.data.augment import (ALTERNATING_FLIP, augment, channel_stats, check_augment, check_normalize, normalize,
-                                  random_flip)
+from cifar10.data.augment import ALTERNATING_FLIP, augment, channel_stats, check_augment, check_normalize, random_flip
 from cifar10.data.batches import read_class_names, read_split
 from cifar10.data.download import OFFICIAL_MD5, OFFICIAL_URL, ensure_extracted
 from cifar10.errors import UserError
@@ -140,7 +143,11 @@ def check_val_size(val_size: int | float, n_train: int) -> None:
 
 
 class CIFAR10DataModule(L.LightningDataModule):
-    """CIFAR-10 as uint8 tensors: download, read, split, batch; augment and normalise after transfer."""
+    """CIFAR-10 as uint8 tensors: download, read, split, batch; augment after transfer.
+
+    `normalize` chooses the channel statistics the model is given: 'dataset' (of the training split) or
+    'half' (0.5, 0.5).
+    """
 
     def __init__(self, data_dir: str | Path = "data", batch_size: int = 256, val_size: int | float = 5000,
                  augment: str = "crop-flip", normalize: str = "dataset", seed: int = 0,
@@ -163,15 +170,20 @@ class CIFAR10DataModule(L.LightningDataModule):
         ensure_extracted(self.data_dir, self.url, self.md5)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_images is None:
-            self._load()
+        """Read the splits `stage` needs: all of them to fit, the test split alone to test or predict."""
+        if self.test_images is None:
+            self._load_test()
+        if self.train_images is None and stage not in ("test", "predict"):
+            self._load_train()
         self.move_to(self._target_device())
 
-    def _load(self) -> None:
+    def _load_test(self) -> None:
         folder = ensure_extracted(self.data_dir, self.url, self.md5)  # no-op after prepare_data
         self.class_names = read_class_names(folder)
-        images, labels = read_split(folder, "train")
         self.test_images, self.test_labels = read_split(folder, "test")
+
+    def _load_train(self) -> None:
+        images, labels = read_split(ensure_extracted(self.data_dir, self.url, self.md5), "train")
         check_val_size(self.val_size, len(labels))
         if self.val_size:
             train_index, val_index = stratified_split(labels, self.val_size, self.seed)
@@ -187,14 +199,12 @@ class CIFAR10DataModule(L.LightningDataModule):
         trainer = self.trainer
         if self.on_device and trainer is not None and trainer.strategy.root_device.type == "cuda":
             return trainer.strategy.root_device
-        return self.train_labels.device
+        return self.test_labels.device
 
     def move_to(self, device: torch.device) -> None:
-        """Hold every split on `device` (setup does this for a CUDA trainer)."""
-        if self.train_labels.device == device:
-            return
+        """Hold every split read so far on `device` (setup does this for a CUDA trainer)."""
         for name in ("train_images", "train_labels", "val_images", "val_labels", "test_images", "test_labels"):
-            if getattr(self, name) is not None:
+            if getattr(self, name) is not None and getattr(self, name).device != device:
                 setattr(self, name, getattr(self, name).to(device))
 
     def _loader(self, images: torch.Tensor, labels: torch.Tensor, sampler: Sampler, batch_size: int,
@@ -256,9 +266,6 @@ class CIFAR10DataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._eval_loader(self.test_images, self.test_labels)
 
-    def normalize_images(self, images: torch.Tensor) -> torch.Tensor:
-        return normalize(images, self.mean, self.std)
-
     def augment_generator(self, device: torch.device) -> torch.Generator:
         """The augmentation generator, seeded from (seed, epoch, rank, batch) for each training batch, so a
         run resumed mid-epoch draws what an uninterrupted one does."""
@@ -275,4 +282,4 @@ class CIFAR10DataModule(L.LightningDataModule):
         images, labels = batch
         if self.trainer is not None and self.trainer.training and self.augment != "none":
             images = augment(images, self.augment, self.augment_generator(images.device), self.trainer.current_epoch)
-        return self.normalize_images(images), labels
+        return images, labels

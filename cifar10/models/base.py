@@ -1,6 +1,7 @@
 """ClassifierModule: the training, evaluation and optimisation logic every architecture shares."""
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 
 import lightning as L
 import torch
@@ -8,19 +9,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from cifar10.data import CLASSES, denormalize
+from cifar10.data import CLASSES
 from cifar10.errors import UserError
 from cifar10.lightning_internals import HOOK_NAME_ATTR
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "triangle", "cosine", "none")
 TTA_MODES = ("none", "flip", "flip-shift")
-CHECKPOINT_FORMAT = 1
+# 2: the learning-rate schedule is a LambdaLR (1: OneCycleLR or CosineAnnealingLR, whose saved state a
+# LambdaLR cannot load: format-1 checkpoints are read by evaluate, predict and export, but not resumed)
+CHECKPOINT_FORMAT = 2
 MAX_MISCLASSIFIED = 36  # test images kept for the misclassified grid
 
 
 class Misclassified:
-    """The first `limit` wrong predictions of a pass over batches, gathered on the CPU.
+    """The first `limit` wrong predictions of a pass over (uint8) batches, gathered on the CPU.
 
     Each update costs a host synchronisation until `limit` images are kept, and nothing after.
     """
@@ -38,15 +41,38 @@ class Misclassified:
     def tensors(self) -> tuple[Tensor, Tensor, Tensor]:
         """(images, predictions, targets) of the kept ones, in the order seen."""
         if not self.parts:
-            return torch.zeros(0, 3, 32, 32), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+            return (torch.zeros(0, 3, 32, 32, dtype=torch.uint8), torch.zeros(0, dtype=torch.long),
+                    torch.zeros(0, dtype=torch.long))
         return tuple(torch.cat(parts) for parts in zip(*self.parts))
+
+
+class Normalize(nn.Module):
+    """Pixels -> the network's input, (x/255 - mean)/std per channel, with mean and std in 0..1 units.
+
+    Takes uint8 images (..., 3, H, W) as the data module and predict give them, or float pixels in [0, 1]
+    (an exported model's input). Its buffers are not saved: mean and std live in the hyper-parameters.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        self.register_buffer("scale", 1 / (255 * std_t), persistent=False)
+        self.register_buffer("shift", mean_t / std_t, persistent=False)
+
+    def forward(self, images: Tensor) -> Tensor:
+        if images.dtype == torch.uint8:
+            return images.float().mul_(self.scale).sub_(self.shift)
+        return images.float() * (255 * self.scale) - self.shift
 
 
 class ClassifierModule(L.LightningModule):
     """A CIFAR-10 classifier: subclasses only say which layers it has (`build_net`).
 
-    forward takes normalized float images (B, 3, 32, 32) and returns logits (B, num_classes).
-    Label smoothing applies to the training loss only, so val/test losses stay comparable across recipes.
+    It owns its input: forward takes uint8 images (B, 3, 32, 32), as the data module batches them, and
+    normalises them with the mean and std of its hyper-parameters (float pixels in [0, 1] work too); it
+    returns logits (B, num_classes). Label smoothing applies to the training loss only, so val/test losses
+    stay comparable across recipes.
     """
 
     model_name: str = ""  # set by @register
@@ -86,7 +112,8 @@ class ClassifierModule(L.LightningModule):
             "mean": [float(m) for m in mean], "std": [float(s) for s in std],
             "class_names": [str(c) for c in class_names], "channels_last": bool(channels_last),
         })
-        self.example_input_array = torch.zeros(1, 3, 32, 32)
+        self.example_input_array = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
+        self.normalize = Normalize(mean, std)
         self.net = self.build_net()
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -112,7 +139,11 @@ class ClassifierModule(L.LightningModule):
         else:
             super().__setattr__(name, value)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, images: Tensor) -> Tensor:
+        return self.classify(self.normalize(images))
+
+    def classify(self, x: Tensor) -> Tensor:
+        """Logits of normalised images (what `normalize` makes of pixels)."""
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
@@ -154,7 +185,7 @@ class ClassifierModule(L.LightningModule):
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, labels = batch
-        logits = augmented_logits(self, images, self.hparams.tta)
+        logits = augmented_logits(self.classify, self.normalize(images), self.hparams.tta)
         self.test_acc.update(logits, labels)
         self.test_per_class.update(logits, labels)
         self.test_confusion.update(logits, labels)
@@ -165,12 +196,11 @@ class ClassifierModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         per_class = self.test_per_class.compute().tolist()
         images, preds, targets = self.test_misclassified.tensors()
-        pixels = denormalize(images, self.hparams.mean, self.hparams.std)
         self.test_results = {
             "acc": float(self.test_acc.compute()),
             "per_class_acc": dict(zip(self.hparams.class_names, per_class)),
             "confusion": self.test_confusion.compute().tolist(),
-            "misclassified": {"images": (pixels * 255).round().to(torch.uint8), "preds": preds, "targets": targets},
+            "misclassified": {"images": images, "preds": preds, "targets": targets},
         }
         self.test_per_class.reset()
         self.test_confusion.reset()
@@ -188,8 +218,9 @@ class ClassifierModule(L.LightningModule):
         checkpoint["cifar10"] = {"model": self.model_name, "format": CHECKPOINT_FORMAT}
 
 
-def augmented_logits(model: nn.Module, images: Tensor, tta: str = "none") -> Tensor:
-    """Logits of normalized images, averaged over test-time augmentations.
+def augmented_logits(model: Callable[[Tensor], Tensor], images: Tensor, tta: str = "none") -> Tensor:
+    """Logits of normalised images (`model`: e.g. ClassifierModule.classify), averaged over test-time
+    augmentations.
 
     flip: the image and its mirror. flip-shift: half that, half the same for the image shifted one
     pixel up-left and one down-right (reflect padding), as airbench evaluates.
@@ -205,6 +236,41 @@ def augmented_logits(model: nn.Module, images: Tensor, tta: str = "none") -> Ten
     padded = F.pad(images, (1, 1, 1, 1), mode="reflect")
     shifted = (mirrored(padded[..., :h, :w]) + mirrored(padded[..., 2:, 2:])) / 2
     return (mirrored(images) + shifted) / 2
+
+
+def cosine_between(start: float, end: float, share: float) -> float:
+    return end + (start - end) * (1 + math.cos(math.pi * share)) / 2
+
+
+def linear_between(start: float, end: float, share: float) -> float:
+    return start + (end - start) * share
+
+
+# name: (share of the run spent rising, start and end as multiples of the peak, the curve of both phases)
+ONE_CYCLES = {
+    "onecycle": (0.3, 1 / 25, 1 / 25e4, cosine_between),  # OneCycleLR's defaults
+    "triangle": (0.23, 0.2, 0.07, linear_between),  # airbench's
+}
+
+
+def lr_factor(schedule: str, total_steps: int) -> Callable[[int], float]:
+    """The learning rate after `step` optimizer steps, as a multiple of the peak, for a run of total_steps.
+
+    onecycle: cosine from 1/25 up to the peak at 30% of the run, then cosine down to 1/25e4 (the shape of
+    PyTorch's OneCycleLR). triangle (airbench's): linear from 0.2 up to the peak at 23%, then linear down
+    to 0.07. cosine: from the peak down to 0. Steps past the end keep the last value.
+    """
+    if schedule == "cosine":
+        return lambda step: cosine_between(1.0, 0.0, min(step, total_steps) / total_steps)
+    rise, start, end, curve = ONE_CYCLES[schedule]
+    top = rise * total_steps - 1  # the peak's step, as OneCycleLR places it
+
+    def factor(step: int) -> float:
+        if 0 < top and step <= top:
+            return curve(start, 1.0, step / top)
+        return curve(1.0, end, min(1.0, (step - top) / (total_steps - 1 - top)))
+
+    return factor
 
 
 def parameter_groups(net: nn.Module, bias_lr_scale: float, lr: float, weight_decay: float) -> list[dict]:
@@ -227,8 +293,8 @@ def build_optimizer(hp, net: nn.Module, total_steps: float):
     Returns what configure_optimizers returns (an optimizer, or a dict with the scheduler); the plain
     PyTorch loop of `cifar10.bench loop` builds the very same from it. Parameters with requires_grad
     False at this point (frozen ones) are left out; ones frozen later keep their place but get no step.
-    onecycle: cosine warm-up over 30% to lr, then cosine down to ~0. triangle (airbench's): linear from
-    0.2 lr to lr at 23%, then linear down to 0.07 lr.
+    The schedule is a LambdaLR whose function (not saved in checkpoints) knows the run's length, so a run
+    resumed with more epochs follows the schedule of its new length from the step it stopped at.
     """
     groups = parameter_groups(net, hp.bias_lr_scale, hp.lr, hp.weight_decay)
     if hp.optimizer == "sgd":
@@ -241,15 +307,5 @@ def build_optimizer(hp, net: nn.Module, total_steps: float):
         return opt
     if total_steps == float("inf"):
         raise UserError(f"the {hp.schedule} schedule needs a finite run: set max_epochs or max_steps.")
-    peaks = [group["lr"] for group in opt.param_groups]
-    if hp.schedule == "onecycle":
-        # momentum stays as the recipe sets it; only the learning rate follows the cycle
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=peaks, total_steps=int(total_steps),
-                                                    cycle_momentum=False)
-    elif hp.schedule == "triangle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=peaks, total_steps=int(total_steps), pct_start=0.23,
-                                                    anneal_strategy="linear", div_factor=1 / 0.2,
-                                                    final_div_factor=0.2 / 0.07, cycle_momentum=False)
-    else:
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(total_steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(hp.schedule, int(total_steps)))
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

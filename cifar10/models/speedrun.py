@@ -7,7 +7,7 @@ conv3x3-maxpool2-BN-GELU, conv3x3-BN-GELU with widths 64/256/256 (31 -> 15 -> 7 
 max-pool 3; linear 256-10 without bias, its output scaled by a fixed 1/9.
 As in airbench: bias-free convs whose first filters start as identities (dirac), BN with frozen unit
 weights, eps 1e-12 and momentum 0.4 (PyTorch's convention). The whitening comes from the first 5,000
-training images when the trainer's data module offers them (`train_images`, `normalize_images`);
+training images when the trainer's data module offers them (`train_images`);
 otherwise the patch conv keeps its random start, which still trains (tests do this).
 
 Training tricks of airbench94 that belong to the model: the patch conv's bias trains for the first 3
@@ -150,6 +150,6 @@ class Speedrun(ClassifierModule):
     def on_fit_start(self) -> None:
         data = self.trainer.datamodule
         fresh = self.trainer.ckpt_path is None
-        if fresh and getattr(data, "train_images", None) is not None and hasattr(data, "normalize_images"):
-            images = data.normalize_images(data.train_images[:WHITEN_IMAGES].to(self.device))
+        if fresh and getattr(data, "train_images", None) is not None:
+            images = self.normalize(data.train_images[:WHITEN_IMAGES].to(self.device))
             whiten_(self.net[0], images)

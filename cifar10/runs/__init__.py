@@ -15,6 +15,7 @@ from typing import Any
 from cifar10.checkpoint import build_model, read_checkpoint
 from cifar10.errors import UserError
 from cifar10.files import atomic_write_text
+from cifar10.models.base import CHECKPOINT_FORMAT
 
 VERSION = re.compile(r"version_(\d+)")
 SETTINGS_KEY = "RunSettings"  # state key of cifar10.callbacks.RunSettings inside ckpt["callbacks"]
@@ -98,8 +99,19 @@ def read_checkpoint_meta(path: Path, model: str | None = None) -> tuple[str, dic
         raise UserError(f"{path} holds a {saved_model!r} model, not {model!r}. Resume it with "
                         f"--model {saved_model}, or pick a checkpoint of {model!r}.")
     build_model(ckpt, path)
+    check_resumable(ckpt, path)
     settings = ckpt.get("callbacks", {}).get(SETTINGS_KEY, {}).get("settings", {})
     return saved_model, dict(settings)
+
+
+def check_resumable(ckpt: dict, path: Path) -> None:
+    """Refuse to resume checkpoints whose training state today's code cannot continue exactly."""
+    written = ckpt["cifar10"].get("format", 1)
+    if written < CHECKPOINT_FORMAT:
+        raise UserError(f"{path} is a checkpoint of format {written}, written by an earlier cifar10 whose learning-rate "
+                        f"schedule and random streams differ from today's (format {CHECKPOINT_FORMAT}), so it cannot be "
+                        "resumed exactly. evaluate, predict and export still read it; to train on, start a new run, "
+                        "or resume it with the cifar10 version that wrote it.")
 
 
 def readable_checkpoints(logdir: Path, model: str) -> list[Path]:
