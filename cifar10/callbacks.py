@@ -160,14 +160,15 @@ class ProgressBar(TQDMProgressBar):
         bar.set_postfix(self.get_metrics(trainer, pl_module))
 
 
-class RunSettings(L.Callback):
-    """Store the run's resolved settings in every checkpoint (ckpt["callbacks"]["RunSettings"]).
+class RunRecord(L.Callback):
+    """Store the run and trainer settings in every checkpoint (ckpt["callbacks"]["RunRecord"]), flag-named.
 
-    A resumed run starts from them, so it keeps its recipe and overrides unless flags change them.
+    The model's and the data's settings are in their own hyper-parameters; with these, a resumed run
+    starts from all of them, so it keeps its recipe and overrides unless flags change them.
     """
 
-    def __init__(self, settings: dict[str, Any]) -> None:
-        self.settings = dict(settings)
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.record = dict(record)  # Settings.run_record()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"settings": self.settings}
+        return self.record

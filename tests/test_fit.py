@@ -1,5 +1,6 @@
 """The fit CLI end to end on the tiny archive, --help, recipes and --config layering."""
 
+import inspect
 import json
 import os
 import subprocess
@@ -15,7 +16,9 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from cifar10.checkpoint import load_checkpoint
 from cifar10.errors import UserError
 from cifar10.evaluate import main as evaluate_main
-from cifar10.fit import given_settings, main, make_trainer, resolve_auto, resolve_settings
+from cifar10.data import CIFAR10DataModule
+from cifar10.fit import main, make_trainer
+from cifar10.settings import Settings, given_settings, resolve_auto, resolve_settings
 from cifar10.models import model_info, model_names, recipe
 
 REQUIRED_METRICS = ("model", "params", "epochs", "wall_time_s", "train_images_per_s", "best_val_acc",
@@ -121,7 +124,7 @@ def test_precision_follows_the_hardware_and_channels_last_is_on_unless_given():
 def test_multi_node_settings_reach_the_trainer(tmp_path):
     settings, _ = resolve_settings(given_settings(["--accelerator", "cpu", "--devices", "2", "--num-nodes", "3",
                                                    "--strategy", "ddp", "--logdir", str(tmp_path)]))
-    trainer = make_trainer(resolve_auto(settings), TensorBoardLogger(tmp_path), [])
+    trainer = make_trainer(Settings.from_flat(resolve_auto(settings)), TensorBoardLogger(tmp_path), [])
     assert trainer.num_nodes == 3 and trainer.num_devices == 2 and trainer.world_size == 6
 
 
@@ -164,3 +167,15 @@ def test_speedrun_on_the_gpu_takes_the_fast_path(tiny_archive, tmp_path):
     assert metrics["settings"]["tta"] == "flip-shift" and 0 <= metrics["test_acc"] <= 1
     assert torch.load(tmp_path / "logs" / "speedrun" / "version_0" / "checkpoints" / "last.ckpt",
                       weights_only=True)["lookahead"] is not None
+
+
+def test_settings_split_into_sections_and_back():
+    flat, _ = resolve_settings(given_settings(["--model", "lenet", "--data-url", "file:///x.tar.gz", "--lr", "0.01",
+                                               "--devices", "2", "--no-channels-last"]))
+    s = Settings.from_flat(resolve_auto(flat))
+    assert (s.model.lr, s.model.channels_last, s.data.url, s.trainer.devices, s.run.model) == \
+        (0.01, False, "file:///x.tar.gz", 2, "lenet")
+    assert s.flat() == resolve_auto(flat) | {"config": None}  # every flag in exactly one section (seed in two)
+    assert set(s.section_dict("data")) == set(inspect.signature(CIFAR10DataModule).parameters) - {
+        "eval_batch_size", "on_device"}  # the data section is the DataModule's arguments
+    assert not set(s.hparams_view()) & {"data_dir", "data_url", "data_md5", "logdir", "ckpt_path", "config"}

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import cifar10.models as models
 from cifar10.data import CIFAR10DataModule
 from cifar10.errors import UserError
-from cifar10.fit import models_epilog
+from cifar10.settings import models_epilog
 from cifar10.models import create_model, model_info, model_names, register
 from cifar10.models.base import ClassifierModule, build_optimizer, lr_factor
 from cifar10.models.speedrun import whiten_
@@ -297,7 +297,7 @@ def test_checkpoint_describes_itself_and_reloads_with_weights_only(tmp_path):
     path = tmp_path / "model.ckpt"
     trainer.save_checkpoint(path)
     checkpoint = torch.load(path, weights_only=True)
-    assert checkpoint["cifar10"] == {"model": "lenet", "format": 1}
+    assert checkpoint["cifar10"] == {"model": "lenet", "format": 2}
     hparams = checkpoint["hyper_parameters"]
     assert hparams["model"] == "lenet" and hparams["label_smoothing"] == 0.1
     assert list(hparams["mean"]) == [0.49, 0.48, 0.45] and list(hparams["std"]) == [0.25, 0.24, 0.26]

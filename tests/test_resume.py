@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from cifar10.fit import main
+from cifar10.settings import flag_names
 
 
 def tiny_fit_args(archive, data_dir: Path, logdir: Path, *extra: str) -> list[str]:
@@ -112,3 +113,21 @@ def test_run_interrupted_mid_epoch_ends_like_an_uninterrupted_one(tiny_archive, 
     assert main(args(tmp_path / "split"), callbacks=[InterruptAt(epoch=1, batch=3)]) == 130
     assert main([*args(tmp_path / "split"), "--ckpt-path", "last"]) == 0
     assert_same_run(tmp_path / "straight", tmp_path / "split")
+
+
+def test_a_checkpoint_holds_each_setting_once_and_resuming_reads_them_back(tiny_archive, tmp_path):
+    data, logs = tmp_path / "data", tmp_path / "logs"
+    assert main(tiny_fit_args(tiny_archive, data, logs, "--max-epochs", "1", "--limit-train-batches", "2",
+                              "--lr", "0.004", "--augment", "flip", "--label-smoothing", "0.1")) == 0
+    run_dir = logs / "lenet" / "version_0"
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    model, data_part, record = ckpt["hyper_parameters"], ckpt["datamodule_hyper_parameters"], ckpt["callbacks"]["RunRecord"]
+    assert (model["lr"], model["label_smoothing"], data_part["augment"], record["max_epochs"]) == (0.004, 0.1, "flip", 1)
+    places = [set(flag_names("model").values()) & set(model), {flag_names("data")[k] for k in data_part}, set(record)]
+    assert all(not (a & b) - {"seed"} for i, a in enumerate(places) for b in places[i + 1:])  # one flag, two sections
+    written = json.loads((run_dir / "metrics.json").read_text())["settings"]
+    assert {k: written[k] for k in set().union(*places)} == {**{k: model[k] for k in places[0]}, **record,
+                                                             **{flag_names("data")[k]: v for k, v in data_part.items()}}
+    assert main(["--logdir", str(logs), "--model", "lenet", "--ckpt-path", "last", "--max-epochs", "2"]) == 0
+    resumed = json.loads((run_dir / "metrics.json").read_text())["settings"]
+    assert resumed == written | {"max_epochs": 2, "ckpt_path": "last"}  # every other setting read back

@@ -35,6 +35,7 @@ from cifar10 import fit
 from cifar10.data import CIFAR10DataModule, augment
 from cifar10.models import model_names
 from cifar10.models.base import ClassifierModule, build_optimizer
+from cifar10.settings import Settings, resolved
 
 OVERHEAD_BATCH, OVERHEAD_BATCHES = 4, 2000
 
@@ -71,16 +72,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "profiler; compare parts, not totals)")
 
 
-def settings_for(args: argparse.Namespace) -> dict:
+def settings_for(args: argparse.Namespace) -> Settings:
     given = {"model": args.model, "recipe": args.recipe, "data_dir": args.data_dir, "seed": args.seed,
              "accelerator": args.accelerator, "precision": args.precision, "val_size": 0}  # no validation here
     if args.batch_size or args.overhead:
         given["batch_size"] = args.batch_size or OVERHEAD_BATCH
-    return fit.resolve_auto(fit.resolve_settings(given)[0])
+    return resolved(given)
 
 
-def fresh_model(s: dict, dm: CIFAR10DataModule, overhead: bool) -> ClassifierModule:
-    torch.manual_seed(s["seed"])
+def fresh_model(s: Settings, dm: CIFAR10DataModule, overhead: bool) -> ClassifierModule:
+    torch.manual_seed(s.run.seed)
     model = fit.make_model(s, dm)
     if overhead:
         model = OneLinearLayer(**{k: v for k, v in model.hparams.items() if k != "model"})
@@ -101,7 +102,7 @@ class StepClock(L.Callback):
         self.ended = time.perf_counter()
 
 
-def time_lightning(s: dict, batches: int, logdir: Path, overhead: bool) -> tuple[float, float, float, float]:
+def time_lightning(s: Settings, batches: int, logdir: Path, overhead: bool) -> tuple[float, float, float, float]:
     """(seconds of trainer.fit, seconds from the first batch to the last, train loss, train accuracy)."""
     clock = StepClock()
     logger = TensorBoardLogger(logdir, name="loop")
@@ -115,7 +116,7 @@ def time_lightning(s: dict, batches: int, logdir: Path, overhead: bool) -> tuple
     return seconds, clock.ended - clock.started, float(metrics["train/loss_epoch"]), float(metrics["train/acc"])
 
 
-def time_plain(s: dict, dm: CIFAR10DataModule, batches: int, device: torch.device,
+def time_plain(s: Settings, dm: CIFAR10DataModule, batches: int, device: torch.device,
                overhead: bool) -> tuple[float, float, float, float]:
     """The same epoch as a hand-written loop: (seconds in all, seconds from the first batch to the last, loss, acc)."""
     started = time.perf_counter()
@@ -125,7 +126,7 @@ def time_plain(s: dict, dm: CIFAR10DataModule, batches: int, device: torch.devic
     scheduler = built["lr_scheduler"]["scheduler"] if isinstance(built, dict) else None
     loader = dm.train_dataloader()
     loader.batch_sampler.sampler.set_epoch(0)
-    generator = torch.Generator(device).manual_seed(s["seed"])
+    generator = torch.Generator(device).manual_seed(s.run.seed)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
     seen, first = 0, None
@@ -133,7 +134,7 @@ def time_plain(s: dict, dm: CIFAR10DataModule, batches: int, device: torch.devic
         first = first or time.perf_counter()
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         x = augment(images, dm.augment, generator)  # uint8: the model normalises its input
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=s["precision"] == "bf16-mixed"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=s.trainer.precision == "bf16-mixed"):
             logits = model(x)
             loss = F.cross_entropy(logits, labels, label_smoothing=model.hparams.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
@@ -153,7 +154,7 @@ PROFILED = ("cifar10/", "lightning/pytorch/callbacks/", "logger_connector", "lig
             "torchmetrics/metric.py", "torch/nn/modules/module.py")
 
 
-def profile_lightning(s: dict, batches: int, overhead: bool) -> None:
+def profile_lightning(s: Settings, batches: int, overhead: bool) -> None:
     """cProfile of one Lightning-side run: the functions of our code, Lightning's callbacks, hooks and logging,
     with their cumulative milliseconds a step, largest first."""
     with tempfile.TemporaryDirectory() as logdir:
@@ -198,14 +199,14 @@ def run(args: argparse.Namespace) -> int:
                   flush=True)
     (lightning_s, _), (plain_s, _) = best["lightning"], best["plain"]
     per_step_ms = {side: 1000 * steps_s / max(1, batches - 1) for side, (_, steps_s) in best.items()}
-    images = batches * s["batch_size"]
+    images = batches * s.data.batch_size
     network = "one linear layer" if args.overhead else args.model
-    print(f"{network} ({args.model}'s {args.recipe} recipe), {batches} batches of {s['batch_size']} on {device}, "
-          f"{s['precision']} precision, best of {args.repeats}: {per_step_ms['lightning']:.3f} ms a step with "
+    print(f"{network} ({args.model}'s {args.recipe} recipe), {batches} batches of {s.data.batch_size} on {device}, "
+          f"{s.trainer.precision} precision, best of {args.repeats}: {per_step_ms['lightning']:.3f} ms a step with "
           f"Lightning, {per_step_ms['plain']:.3f} ms plain")
     print(json.dumps({
-        "model": args.model, "network": network, "recipe": args.recipe, "batch_size": s["batch_size"],
-        "batches": batches, "augment": s["augment"], "device": str(device), "precision": s["precision"],
+        "model": args.model, "network": network, "recipe": args.recipe, "batch_size": s.data.batch_size,
+        "batches": batches, "augment": s.data.augment, "device": str(device), "precision": s.trainer.precision,
         "repeats": args.repeats, "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
         "threads": torch.get_num_threads(), "torch": torch.__version__, "lightning": L.__version__,
         "lightning_s": round(lightning_s, 6), "plain_s": round(plain_s, 6),

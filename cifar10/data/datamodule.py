@@ -151,12 +151,17 @@ class CIFAR10DataModule(L.LightningDataModule):
 
     def __init__(self, data_dir: str | Path = "data", batch_size: int = 256, val_size: int | float = 5000,
                  augment: str = "crop-flip", normalize: str = "dataset", seed: int = 0,
-                 url: str = OFFICIAL_URL, md5: str = OFFICIAL_MD5, eval_batch_size: int | None = None,
+                 url: str | None = None, md5: str | None = None, eval_batch_size: int | None = None,
                  on_device: bool = True) -> None:
+        """url, md5: None means the official archive and its checksum."""
         super().__init__()
+        # saved in checkpoints (datamodule_hyper_parameters): a resumed run reads its data settings back
+        self.save_hyperparameters({"data_dir": str(data_dir), "url": url, "md5": md5, "batch_size": batch_size,
+                                   "val_size": val_size, "augment": augment, "normalize": normalize, "seed": seed})
         self.data_dir = Path(data_dir).expanduser()
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
-        self.val_size, self.seed, self.url, self.md5, self.on_device = val_size, seed, url, md5, on_device
+        self.val_size, self.seed, self.on_device = val_size, seed, on_device
+        self.url, self.md5 = url or OFFICIAL_URL, md5 or OFFICIAL_MD5
         self.augment, self.normalize = check_augment(augment), check_normalize(normalize)
         self.class_names: list[str] = []
         self.mean: tuple[float, float, float] = (0.5, 0.5, 0.5)

@@ -12,6 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from cifar10.data import CLASSES
 from cifar10.errors import UserError
 from cifar10.lightning_internals import HOOK_NAME_ATTR
+from cifar10.recipes import Recipe
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "triangle", "cosine", "none")
@@ -20,6 +21,7 @@ TTA_MODES = ("none", "flip", "flip-shift")
 # LambdaLR cannot load: format-1 checkpoints are read by evaluate, predict and export, but not resumed)
 CHECKPOINT_FORMAT = 2
 MAX_MISCLASSIFIED = 36  # test images kept for the misclassified grid
+PLAIN = Recipe()
 
 
 class Misclassified:
@@ -80,16 +82,16 @@ class ClassifierModule(L.LightningModule):
     def __init__(
         self,
         *,
-        optimizer: str = "sgd",
-        lr: float = 0.1,
-        momentum: float = 0.9,
-        nesterov: bool = False,
-        weight_decay: float = 5e-4,
-        betas: Sequence[float] = (0.9, 0.999),
-        schedule: str = "onecycle",
-        label_smoothing: float = 0.0,
-        bias_lr_scale: float = 1.0,
-        tta: str = "none",
+        optimizer: str = PLAIN.optimizer,  # the defaults are a plain Recipe's: one place for them
+        lr: float = PLAIN.lr,
+        momentum: float = PLAIN.momentum,
+        nesterov: bool = PLAIN.nesterov,
+        weight_decay: float = PLAIN.weight_decay,
+        betas: Sequence[float] = PLAIN.betas,
+        schedule: str = PLAIN.schedule,
+        label_smoothing: float = PLAIN.label_smoothing,
+        bias_lr_scale: float = PLAIN.bias_lr_scale,
+        tta: str = PLAIN.tta,
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.5, 0.5, 0.5),
         class_names: Sequence[str] = CLASSES,

@@ -18,17 +18,20 @@ from cifar10.files import atomic_write_text
 from cifar10.models.base import CHECKPOINT_FORMAT
 
 VERSION = re.compile(r"version_(\d+)")
-SETTINGS_KEY = "RunSettings"  # state key of cifar10.callbacks.RunSettings inside ckpt["callbacks"]
+RECORD_KEY = "RunRecord"  # state key of cifar10.callbacks.RunRecord inside ckpt["callbacks"]
 
 
 @dataclass(frozen=True)
 class ResumePoint:
-    """A checkpoint to resume from, the run folder it belongs to (if any) and what it records."""
+    """A checkpoint to resume from, the run folder it belongs to (if any) and the settings it holds, in the
+    three places a checkpoint keeps them (cifar10.settings.saved_layer reads them back as one layer)."""
 
     ckpt: Path
     model: str
     run_dir: Path | None  # <save_dir>/<name>/version_N when the checkpoint sits in a run folder
-    settings: dict[str, Any] = field(default_factory=dict)  # the resolved settings it was trained with
+    model_hparams: dict[str, Any] = field(default_factory=dict)  # the model's hyper-parameters
+    data_hparams: dict[str, Any] = field(default_factory=dict)  # the DataModule's
+    run_record: dict[str, Any] = field(default_factory=dict)  # the RunRecord callback's: run and trainer settings
 
     @property
     def version(self) -> int | None:
@@ -90,9 +93,9 @@ def latest_checkpoint(logdir: Path, model: str) -> Path:
         "or give the checkpoint's path.")
 
 
-def read_checkpoint_meta(path: Path, model: str | None = None) -> tuple[str, dict[str, Any]]:
-    """The model name and saved run settings of a project checkpoint (weights_only load, CPU), after
-    checking that it holds `model` (None: any) and that its weights fit the model it names."""
+def resumable_checkpoint(path: Path, model: str | None = None) -> tuple[str, dict[str, Any]]:
+    """The model name and the checkpoint dict (weights_only load, CPU), after checking that it holds
+    `model` (None: any), that its weights fit the model it names and that its format can be resumed."""
     ckpt = read_checkpoint(path)  # UserError for unreadable files and other projects' checkpoints
     saved_model = ckpt["cifar10"].get("model") if isinstance(ckpt["cifar10"], dict) else None
     if model is not None and saved_model != model:
@@ -100,8 +103,7 @@ def read_checkpoint_meta(path: Path, model: str | None = None) -> tuple[str, dic
                         f"--model {saved_model}, or pick a checkpoint of {model!r}.")
     build_model(ckpt, path)
     check_resumable(ckpt, path)
-    settings = ckpt.get("callbacks", {}).get(SETTINGS_KEY, {}).get("settings", {})
-    return saved_model, dict(settings)
+    return saved_model, ckpt
 
 
 def check_resumable(ckpt: dict, path: Path) -> None:
@@ -121,7 +123,7 @@ def readable_checkpoints(logdir: Path, model: str) -> list[Path]:
         for name in ("last.ckpt", "best.ckpt"):
             path = run / "checkpoints" / name
             try:
-                if path.is_file() and read_checkpoint_meta(path):
+                if path.is_file() and resumable_checkpoint(path):
                     found.append(path)
             except UserError:
                 pass
@@ -129,9 +131,9 @@ def readable_checkpoints(logdir: Path, model: str) -> list[Path]:
 
 
 def read_last(path: Path, logdir: Path, model: str) -> tuple[str, dict[str, Any]]:
-    """read_checkpoint_meta of --ckpt-path last's file; if it is damaged, say which checkpoint still loads."""
+    """resumable_checkpoint of --ckpt-path last's file; if it is damaged, say which checkpoint still loads."""
     try:
-        return read_checkpoint_meta(path, model)
+        return resumable_checkpoint(path, model)
     except UserError as err:
         usable = readable_checkpoints(logdir, model)
         advice = (f"The newest readable checkpoint is {usable[0]}: resume it with --ckpt-path {usable[0]}."
@@ -143,16 +145,18 @@ def resume_point(ckpt_path: str, logdir: Path, model: str | None) -> ResumePoint
     """Resolve `--ckpt-path` ('last' or a file) and check it holds `model` (None: take the checkpoint's)."""
     if ckpt_path == "last":
         path = latest_checkpoint(logdir, model)
-        saved_model, settings = read_last(path, logdir, model)
+        saved_model, ckpt = read_last(path, logdir, model)
     else:
         path = Path(ckpt_path).expanduser()
         if not path.is_file():
             raise UserError(f"checkpoint {path} does not exist. Pass an existing .ckpt file, or "
                             "'--ckpt-path last' to resume the newest run of --model under --logdir.")
-        saved_model, settings = read_checkpoint_meta(path, model)
+        saved_model, ckpt = resumable_checkpoint(path, model)
     run_dir = path.parent.parent
     in_run = path.parent.name == "checkpoints" and VERSION.fullmatch(run_dir.name) is not None
-    return ResumePoint(path, saved_model, run_dir if in_run else None, settings)
+    return ResumePoint(path, saved_model, run_dir if in_run else None, model_hparams=dict(ckpt["hyper_parameters"]),
+                       data_hparams=dict(ckpt.get("datamodule_hyper_parameters") or {}),
+                       run_record=dict(ckpt.get("callbacks", {}).get(RECORD_KEY) or {}))
 
 
 def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> Path:

@@ -1,0 +1,361 @@
+"""A fit's settings: the flags, their layers and their typed sections.
+
+Layers, later ones winning: built-in defaults, the model's recipe, the settings a resumed checkpoint was
+trained with, `--config FILE.yaml`, explicit flags. They are flat dicts of flag names (a recipe is one),
+checked once, then split into sections, each handed whole to what uses it:
+
+    model    ModelSettings    the ClassifierModule's hyper-parameters (optimisation, test-time augmentation)
+    data     DataSettings     the CIFAR10DataModule's arguments
+    trainer  TrainerSettings  the L.Trainer's arguments, and whether to torch.compile the network
+    run      RunSettings      which model and recipe, the seed, where runs go, what to resume
+
+A checkpoint holds each value once: the model section in the model's hyper-parameters, the data section
+in the DataModule's (`save_hyperparameters`), the trainer and run sections in the RunRecord callback's
+state. `Settings.flat()` is the view metrics.json and TensorBoard's HPARAMS show (HPARAMS without paths).
+"""
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from lightning.pytorch.utilities import rank_zero_only
+
+from cifar10 import runs
+from cifar10.data import AUGMENT_PRESETS, NORMALIZE_PRESETS
+from cifar10.errors import CliParser, UserError
+from cifar10.models import model_info, model_names, recipe
+from cifar10.models.base import OPTIMIZERS, SCHEDULES, TTA_MODES
+from cifar10.recipes import RECIPES
+
+DEFAULT_MODEL = "speedrun"
+DEFAULTS: dict[str, Any] = {  # what no recipe decides
+    "recipe": "default", "data_dir": "data", "data_url": None, "data_md5": None,
+    "accelerator": "auto", "devices": "auto", "num_nodes": 1, "strategy": "auto", "precision": "auto",
+    "channels_last": None, "compile": False, "deterministic": False, "seed": 0, "limit_train_batches": 1.0,
+    "logdir": "lightning_logs",
+}
+PER_INVOCATION = ("ckpt_path", "config")  # never inherited by a resumed run
+PATHS = ("data_dir", "data_url", "data_md5", "logdir")  # where things are, not how a run trained: not in HPARAMS
+PRECISIONS = ("auto", "32", "16-mixed", "bf16-mixed")
+ACCELERATORS = ("auto", "cpu", "gpu")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """ClassifierModule's hyper-parameters that settings choose (the data adds mean, std, class names)."""
+
+    optimizer: str
+    lr: float
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    betas: list[float]
+    schedule: str
+    label_smoothing: float
+    bias_lr_scale: float
+    tta: str
+    channels_last: bool
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """CIFAR10DataModule's arguments (url and md5 None: the official archive)."""
+
+    data_dir: str
+    url: str | None
+    md5: str | None
+    batch_size: int
+    val_size: int | float
+    augment: str
+    normalize: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    """L.Trainer's arguments, and torch.compile of the network (how the run executes, not what it learns)."""
+
+    accelerator: str
+    devices: int | str
+    num_nodes: int
+    strategy: str
+    precision: str
+    max_epochs: int
+    limit_train_batches: int | float
+    deterministic: bool
+    compile: bool
+
+    def trainer_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of L.Trainer; deterministic is always on with the CPU (exact resume)."""
+        kwargs = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "compile"}
+        return kwargs | {"deterministic": self.deterministic or not uses_cuda(self.accelerator)}
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    model: str
+    recipe: str
+    seed: int
+    logdir: str
+    ckpt_path: str | None = None
+    config: str | None = None
+
+
+SECTIONS = {"model": ModelSettings, "data": DataSettings, "trainer": TrainerSettings, "run": RunSettings}
+FLAG_OF = {("data", "url"): "data_url", ("data", "md5"): "data_md5"}  # a field whose flag has another name
+
+
+def flag_names(section: str) -> dict[str, str]:
+    """field name -> flag name (dest) of a section."""
+    return {f.name: FLAG_OF.get((section, f.name), f.name) for f in fields(SECTIONS[section])}
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: ModelSettings
+    data: DataSettings
+    trainer: TrainerSettings
+    run: RunSettings
+
+    @classmethod
+    def from_flat(cls, flat: dict[str, Any]) -> "Settings":
+        """Sections from flag-named values (the seed goes to both data and run)."""
+        return cls(**{name: section(**{field: flat[flag] for field, flag in flag_names(name).items() if flag in flat})
+                      for name, section in SECTIONS.items()})
+
+    def flat(self) -> dict[str, Any]:
+        """Every setting under its flag name: what metrics.json records."""
+        return {flag: getattr(getattr(self, name), field)
+                for name in SECTIONS for field, flag in flag_names(name).items()}
+
+    def section_dict(self, name: str) -> dict[str, Any]:
+        return asdict(getattr(self, name))
+
+    def run_record(self) -> dict[str, Any]:
+        """The run and trainer sections, flag-named, without per-invocation flags (what RunRecord saves)."""
+        values = self.section_dict("trainer") | self.section_dict("run")
+        return {k: v for k, v in values.items() if k not in PER_INVOCATION}
+
+    def hparams_view(self) -> dict[str, Any]:
+        """What TensorBoard's HPARAMS tab shows: how the run trained, without paths or per-invocation flags."""
+        return {k: v for k, v in self.flat().items() if k not in PER_INVOCATION + PATHS}
+
+
+def saved_layer(resume: runs.ResumePoint) -> dict[str, Any]:
+    """The flag-named settings a checkpoint was trained with, from the three places that hold them."""
+    model = {k: v for k, v in resume.model_hparams.items() if k in flag_names("model")}
+    data = {flag_names("data")[k]: v for k, v in resume.data_hparams.items() if k in flag_names("data")}
+    return {k: v for k, v in (model | data | resume.run_record).items() if k not in PER_INVOCATION}
+
+
+# --- the command line -------------------------------------------------------------------------------------
+
+def count_or_fraction(text: str) -> int | float:
+    """'5000' -> 5000 (a count), '0.1' -> 0.1 (a fraction)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    raise argparse.ArgumentTypeError(f"expected an integer count or a float fraction, got {text!r}")
+
+
+def device_count(text: str) -> int | str:
+    if text == "auto" or text.isdigit():
+        return text if text == "auto" else int(text)
+    raise argparse.ArgumentTypeError(f"expected a number of devices or 'auto', got {text!r}")
+
+
+def models_epilog() -> str:
+    width = max(map(len, model_names()))
+    lines = [f"  {name:<{width}}  {model_info(name).published}" for name in model_names()]
+    return "models (--model NAME) and their published accuracy:\n" + "\n".join(lines)
+
+
+def recording(container: Any, actions: list[argparse.Action]):
+    """`container.add_argument` (a parser or an argument group) that also appends the Action it returns to `actions`."""
+    def add(*args: Any, **kwargs: Any) -> argparse.Action:
+        action = container.add_argument(*args, **kwargs)
+        actions.append(action)
+        return action
+    return add
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every flag defaults to 'not given' (SUPPRESS), so the layers below them stay visible."""
+    parser = CliParser(prog="python -m cifar10.fit", hint="every flag and model",
+                       description="Train a CIFAR-10 classifier.", epilog=models_epilog(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS)
+    parser.flags = []  # every flag's Action, for --config (argparse lists them only privately)
+    add = recording(parser, parser.flags)
+    add("--model", metavar="NAME", help=f"architecture, listed below (default {DEFAULT_MODEL})")
+    add("--recipe", choices=RECIPES, help="tutorial: the source's settings; default: ours (default)")
+    add("--config", metavar="FILE.yaml", help="YAML of the same keys as these flags, used as defaults")
+    add("--data-dir", metavar="DIR", help="where CIFAR-10 is downloaded and extracted (default data)")
+    add("--data-url", metavar="URL", help="archive URL, file:// works (default: the official one)")
+    add("--data-md5", metavar="MD5", help="md5 of the archive at --data-url")
+    add("--accelerator", choices=ACCELERATORS, help="default auto")
+    add("--devices", type=device_count, metavar="N", help="devices per machine (default auto)")
+    add("--num-nodes", type=int, metavar="N", help="machines, for multi-node DDP (default 1)")
+    add("--strategy", metavar="S", help="Lightning strategy, e.g. ddp (default auto)")
+    add("--precision", choices=PRECISIONS, help="auto (default): bf16-mixed on a GPU that has bf16, else 32")
+    add("--channels-last", action=argparse.BooleanOptionalAction,
+        help="channels-last memory format (default: on; faster for the conv nets, see `python -m cifar10.bench layout`)")
+    add("--compile", action=argparse.BooleanOptionalAction, help="torch.compile the network")
+    add("--deterministic", action=argparse.BooleanOptionalAction,
+        help="deterministic algorithms (always on with the CPU)")
+    group = recording(parser.add_argument_group("recipe settings (defaults come from --recipe)"), parser.flags)
+    group("--max-epochs", type=int, metavar="N")
+    group("--batch-size", type=int, metavar="N", help="per process: under DDP the global batch is N x processes")
+    group("--lr", type=float, metavar="F", help="(peak) learning rate")
+    group("--optimizer", choices=OPTIMIZERS)
+    group("--momentum", type=float, metavar="F")
+    group("--nesterov", action=argparse.BooleanOptionalAction)
+    group("--weight-decay", type=float, metavar="F")
+    group("--label-smoothing", type=float, metavar="F")
+    group("--schedule", choices=SCHEDULES, help="per step: onecycle, triangle (airbench's), cosine, none")
+    group("--bias-lr-scale", type=float, metavar="F",
+          help="BatchNorm biases train at F x lr, with the same weight decay per step")
+    group("--tta", choices=TTA_MODES, help="test-time augmentation for the test accuracy")
+    group("--augment", choices=AUGMENT_PRESETS)
+    group("--normalize", choices=NORMALIZE_PRESETS)
+    group("--val-size", type=count_or_fraction, metavar="N|F",
+          help="validation images: a count or a fraction of the training set")
+    group = recording(parser.add_argument_group("run"), parser.flags)
+    group("--seed", type=int, metavar="N", help="default 0")
+    group("--ckpt-path", metavar="PATH|last",
+          help="resume a checkpoint; 'last': the newest run of --model under --logdir")
+    group("--limit-train-batches", type=count_or_fraction, metavar="N|F")
+    group("--logdir", metavar="DIR", help="runs go to DIR/MODEL/version_N (default lightning_logs)")
+    return parser
+
+
+def config_tokens(path: Path, parser: argparse.ArgumentParser) -> list[str]:
+    """Turn a YAML config into flags, so argparse checks its values exactly like the command line's."""
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except OSError as err:
+        raise UserError(f"cannot read --config {path}: {err.strerror}. Pass an existing YAML file.") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"--config {path} is not valid YAML: {err}") from None
+    if not isinstance(config, dict):
+        raise UserError(f"--config {path} must be a mapping of flag names to values, like `lr: 0.05`.")
+    actions = {a.dest: a for a in parser.flags if a.dest != "config"}
+    unknown = [str(key) for key in config if str(key).replace("-", "_") not in actions]
+    if unknown:
+        raise UserError(f"--config {path} has unknown key(s): {', '.join(unknown)}. Known keys: "
+                        f"{', '.join(sorted(actions))} (dashes or underscores).")
+    tokens = []
+    for key, value in config.items():
+        action = actions[str(key).replace("-", "_")]
+        flag = action.option_strings[0]
+        if value is None:
+            continue
+        if isinstance(action, argparse.BooleanOptionalAction):
+            if not isinstance(value, bool):
+                raise UserError(f"--config {path}: {key} must be true or false, not {value!r}.")
+            tokens.append(flag if value else "--no-" + flag[2:])
+        else:
+            tokens.append(f"{flag}={value}")
+    return tokens
+
+
+def given_settings(argv: Sequence[str]) -> dict[str, Any]:
+    """The settings the command line and its --config file name, and nothing else."""
+    parser = build_parser()
+    given = vars(parser.parse_args(argv))
+    if "config" in given:
+        given = vars(parser.parse_args(config_tokens(Path(given["config"]), parser) + list(argv)))
+    return given
+
+
+# --- layering and checking ----------------------------------------------------------------------------------
+
+def check_model(name: str) -> None:
+    if name not in model_names():
+        raise UserError(f"unknown model {name!r}. Choose one of: {', '.join(model_names())}.")
+
+
+def resolve_settings(given: dict[str, Any]) -> tuple[dict[str, Any], runs.ResumePoint | None]:
+    """Layer defaults, recipe, the resumed run's settings and the given ones; find the resume point."""
+    model = given.get("model")
+    if model is not None:
+        check_model(model)
+    resume = None
+    if "ckpt_path" in given:
+        ckpt, logdir = given["ckpt_path"], Path(given.get("logdir", DEFAULTS["logdir"]))
+        resume = runs.resume_point(ckpt, logdir, model or (DEFAULT_MODEL if ckpt == "last" else None))
+        model = resume.model
+    model = model or DEFAULT_MODEL
+    check_model(model)
+    saved = saved_layer(resume) if resume else {}
+    layers = [DEFAULTS, recipe(model, saved.get("recipe", "default")), saved]
+    if "recipe" in given:
+        layers.append(recipe(model, given["recipe"]))
+    settings = {k: v for layer in layers for k, v in layer.items()} | given | {"model": model}
+    settings.setdefault("ckpt_path", None)
+    check_values(settings)
+    return settings, resume
+
+
+def check_values(s: dict[str, Any]) -> None:
+    """Reject values that would run and 'succeed' meaninglessly, before any folder is made."""
+    def finite(key: str) -> bool:
+        return isinstance(s[key], (int, float)) and math.isfinite(s[key])
+
+    limit = s["limit_train_batches"]
+    problems = [
+        (finite("lr") and s["lr"] > 0, f"--lr {s['lr']} must be a finite number above 0"),
+        (s["batch_size"] >= 1, f"--batch-size {s['batch_size']} must be at least 1"),
+        (s["max_epochs"] >= 1, f"--max-epochs {s['max_epochs']} must be at least 1"),
+        (finite("momentum") and s["momentum"] >= 0, f"--momentum {s['momentum']} must be a finite number >= 0"),
+        (finite("weight_decay") and s["weight_decay"] >= 0,
+         f"--weight-decay {s['weight_decay']} must be a finite number >= 0"),
+        (finite("label_smoothing") and 0 <= s["label_smoothing"] < 1,
+         f"--label-smoothing {s['label_smoothing']} must be in [0, 1)"),
+        (finite("bias_lr_scale") and s["bias_lr_scale"] > 0, f"--bias-lr-scale {s['bias_lr_scale']} must be above 0"),
+        (limit >= 1 if isinstance(limit, int) else 0 < limit <= 1,
+         f"--limit-train-batches {limit} must be a count >= 1 or a fraction in (0, 1]"),
+        (not isinstance(s["val_size"], (int, float)) or s["val_size"] >= 0, f"--val-size {s['val_size']} is negative"),
+        (0 <= s["seed"] < 2**32, f"--seed {s['seed']} must be in [0, 2**32)"),
+        (s["num_nodes"] >= 1, f"--num-nodes {s['num_nodes']} must be at least 1"),
+        (s["devices"] == "auto" or s["devices"] >= 1, f"--devices {s['devices']} must be at least 1 (or auto)"),
+    ]
+    wrong = [why for ok, why in problems if not ok]
+    if wrong:
+        raise UserError("; ".join(wrong) + ". Nothing was run and no run folder was made: fix the value (flag, "
+                        "--config file or recipe) and run again.")
+
+
+def uses_cuda(accelerator: str) -> bool:
+    return accelerator in ("gpu", "auto") and torch.cuda.is_available()
+
+
+def resolve_auto(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings left on 'auto' become what is fastest here: bf16 autocast on a GPU, channels-last everywhere."""
+    s = dict(settings)
+    if s["precision"] == "auto":
+        s["precision"] = "bf16-mixed" if uses_cuda(s["accelerator"]) and torch.cuda.is_bf16_supported() else "32"
+    elif s["precision"] == "16-mixed" and not uses_cuda(s["accelerator"]):  # what Lightning runs instead: a true record
+        rank_zero_only(print)("--precision 16-mixed needs a GPU; on the CPU this run uses bf16-mixed.", file=sys.stderr)
+        s["precision"] = "bf16-mixed"
+    if s["channels_last"] is None:
+        s["channels_last"] = True
+    return s
+
+
+def settings_from(argv: Sequence[str]) -> tuple[Settings, runs.ResumePoint | None]:
+    """The command line's settings, layered, checked, with 'auto' resolved, in sections; and the resume point."""
+    flat, resume = resolve_settings(given_settings(argv))
+    return Settings.from_flat(resolve_auto(flat)), resume
+
+
+def resolved(given: dict[str, Any]) -> Settings:
+    """Settings from flag-named values as a program gives them (benchmarks), layered like the command line's."""
+    return Settings.from_flat(resolve_auto(resolve_settings(given)[0]))
