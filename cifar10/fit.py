@@ -39,7 +39,7 @@ from cifar10.errors import UserError, exits_cleanly  # noqa: E402
 from cifar10.files import AtomicCheckpointIO  # noqa: E402
 from cifar10.models import create_model  # noqa: E402
 from cifar10.models.base import ClassifierModule  # noqa: E402
-from cifar10.settings import Settings, settings_from  # noqa: E402
+from cifar10.settings import Settings, build_parser, settings_from  # noqa: E402,F401 (build_parser: the command's parser)
 from cifar10.stopping import FiniteLoss, NonFiniteLoss, StopOnSignal, StopRequested, preserved_handlers  # noqa: E402
 
 def check_accelerator(accelerator: str) -> None:

@@ -18,11 +18,6 @@ def batches_done(trainer: L.Trainer) -> int:
     return trainer.fit_loop.epoch_loop.batch_progress.current.completed
 
 
-def batch_being_transferred(trainer: L.Trainer) -> int:
-    """Index, within the epoch, of the training batch in `on_after_batch_transfer` (which gets no index)."""
-    return trainer.fit_loop.epoch_loop.batch_progress.current.ready
-
-
 def uses_distributed_sampler(trainer: L.Trainer) -> bool:
     """Trainer(use_distributed_sampler=...): Lightning keeps the flag but exposes no property for it."""
     return bool(getattr(trainer._accelerator_connector, "use_distributed_sampler", False))

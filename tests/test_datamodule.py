@@ -71,7 +71,7 @@ def test_dataloaders_yield_uint8_batches_through_a_batch_sampler(tiny_archive, t
         assert isinstance(loader.batch_sampler, BatchSampler) and hasattr(loader.dataset, "__getitems__")
         assert loader.num_workers == 0
         batches = list(loader)
-        images, labels = batches[0]
+        images, labels = batches[0][:2]
         assert images.shape == (first, 3, 32, 32) and images.dtype == torch.uint8 and labels.dtype == torch.int64
         assert sum(len(b[1]) for b in batches) == size
 
@@ -79,7 +79,7 @@ def test_dataloaders_yield_uint8_batches_through_a_batch_sampler(tiny_archive, t
 def epoch_order(dm: CIFAR10DataModule, epoch: int) -> torch.Tensor:
     loader = dm.train_dataloader()
     loader.batch_sampler.sampler.set_epoch(epoch)
-    return torch.cat([labels for _, labels in loader])
+    return torch.cat([labels for _, labels, _ in loader])
 
 
 def test_train_order_depends_only_on_seed_and_epoch(tiny_archive, tmp_path):
@@ -88,7 +88,7 @@ def test_train_order_depends_only_on_seed_and_epoch(tiny_archive, tmp_path):
     fresh = make_dm(tiny_archive, tmp_path)
     assert torch.equal(epoch_order(fresh, 1), second)  # epoch 1 without running epoch 0 first
     assert torch.equal(epoch_order(fresh, 0), first)
-    images = torch.cat([x for x, _ in dm.train_dataloader()])
+    images = torch.cat([x for x, *_ in dm.train_dataloader()])
     assert not torch.equal(images, dm.train_images) and len(images) == len(dm.train_images)
     assert sorted(first.tolist()) == sorted(dm.train_labels.tolist())
 
@@ -103,7 +103,7 @@ def test_alternating_flip_trains_on_a_seeded_half_mirrored_copy(tiny_archive, tm
     assert not torch.equal(served, make_dm(tiny_archive, tmp_path, augment="shift-altflip", seed=2).training_images())
     plain = make_dm(tiny_archive, tmp_path, augment="crop-flip")
     assert plain.training_images() is plain.train_images
-    assert torch.equal(torch.cat([x for x, _ in dm.train_dataloader()]).sort(0).values, served.sort(0).values)
+    assert torch.equal(torch.cat([x for x, *_ in dm.train_dataloader()]).sort(0).values, served.sort(0).values)
 
 
 def test_dataset_normalisation_matches_a_direct_float_computation(tiny_archive, tmp_path):
@@ -159,9 +159,18 @@ def test_lightning_run_augments_training_only_and_resumes_exactly(tiny_archive, 
     full = fit(dm, tmp_path, max_epochs=2)
     assert len(full.seen["train"]) == 6 and len(full.seen["val"]) == 2 + 1  # + the sanity check
     assert torch.equal(full.seen["val"][-1], dm.val_images)  # validation is not augmented
-    unaugmented = torch.cat([x for x, _ in dm.train_dataloader()])
+    unaugmented = torch.cat([x for x, *_ in dm.train_dataloader()])
     assert not torch.equal(torch.cat(full.seen["train"][:3]), unaugmented)  # training is augmented
     fit(dm, tmp_path, max_epochs=1)
     resumed = fit(dm, tmp_path, max_epochs=2, ckpt_path=tmp_path / "epochs-1.ckpt")
     for ours, theirs in zip(resumed.seen["train"], full.seen["train"][3:], strict=True):
         assert torch.equal(ours, theirs)  # epoch 1 after resuming: same order, same augmentation
+
+
+def test_training_batches_carry_their_number_in_the_epoch_also_after_a_resume(tiny_archive, tmp_path):
+    dm = make_dm(tiny_archive, tmp_path, batch_size=64)
+    assert [batch[2] for batch in dm.train_dataloader()] == [0, 1, 2, 3]  # 250 images
+    dm.load_state_dict({"epoch": 0, "batches_done": 2})  # a checkpoint saved after two batches of epoch 0
+    resumed = list(dm.train_dataloader())
+    assert [batch[2] for batch in resumed] == [2, 3]  # the augmentation seeds of the batches left
+    assert all(len(batch) == 2 for batch in dm.val_dataloader())  # evaluation batches: (images, labels)

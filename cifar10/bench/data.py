@@ -88,7 +88,7 @@ def ours(dm: CIFAR10DataModule, preset: str, device: torch.device, seed: int) ->
     for epoch in range(1_000_000):
         loader = dm.train_dataloader()
         loader.batch_sampler.sampler.set_epoch(epoch)
-        for images, labels in loader:
+        for images, labels, _ in loader:  # training batches carry their number
             yield normalize(augment(images, preset, generator), dm.mean, dm.std), labels
 
 

@@ -130,7 +130,7 @@ def time_plain(s: Settings, dm: CIFAR10DataModule, batches: int, device: torch.d
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
     seen, first = 0, None
-    for images, labels in islice(loader, batches):
+    for images, labels, _ in islice(loader, batches):  # training batches carry their number
         first = first or time.perf_counter()
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         x = augment(images, dm.augment, generator)  # uint8: the model normalises its input

@@ -7,6 +7,7 @@ statistics this module computes (`mean`, `std`) saved in its hyper-parameters.
 import hashlib
 import struct
 from collections.abc import Callable
+from typing import NamedTuple
 from pathlib import Path
 
 import lightning as L
@@ -18,7 +19,7 @@ from cifar10.data.augment import ALTERNATING_FLIP, augment, channel_stats, check
 from cifar10.data.batches import read_class_names, read_split
 from cifar10.data.download import OFFICIAL_MD5, OFFICIAL_URL, ensure_extracted
 from cifar10.errors import UserError
-from cifar10.lightning_internals import batch_being_transferred, batches_done, uses_distributed_sampler
+from cifar10.lightning_internals import batches_done, uses_distributed_sampler
 
 SAMPLER_STREAM, AUGMENT_STREAM, GLOBAL_STREAM, PREFLIP_STREAM = 0, 1, 2, 3  # GLOBAL: torch's RNG (dropout)
 
@@ -33,9 +34,17 @@ def stream_seed(seed: int, epoch: int, stream: int, rank: int = 0, batch: int | 
     return int.from_bytes(digest, "little") >> 1
 
 
+class NumberedIndices(NamedTuple):
+    """A training batch's indices and its number within the epoch (which seeds its augmentation)."""
+
+    number: int
+    indices: torch.Tensor
+
+
 class TensorPairs(Dataset):
     """(image, label) pairs over two tensors; __getitems__ fetches a whole batch with one index_select
-    (row copies, about 10x faster than element-wise fancy indexing of uint8 on CPU)."""
+    (row copies, about 10x faster than element-wise fancy indexing of uint8 on CPU). Given NumberedIndices,
+    the batch is (images, labels, number)."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         self.images, self.labels = images, labels
@@ -46,7 +55,9 @@ class TensorPairs(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.images[index], self.labels[index]
 
-    def __getitems__(self, indices: list[int] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitems__(self, indices: list[int] | torch.Tensor | NumberedIndices) -> tuple:
+        if isinstance(indices, NumberedIndices):
+            return *self.__getitems__(indices.indices), indices.number
         index = torch.as_tensor(indices, device=self.labels.device)
         return self.images.index_select(0, index), self.labels.index_select(0, index)
 
@@ -57,17 +68,22 @@ class TensorBatches(BatchSampler):
     The epoch's order is copied to the device once, so a CUDA run makes no host-to-device copy, and
     no host synchronisation, per step. `skip(epoch)` says how many batches of that epoch were done
     before the run was interrupted; those are left out, so a resumed epoch goes on where it stopped.
+    `numbered`: yield NumberedIndices, so each batch carries its number within the epoch.
     """
 
     def __init__(self, sampler: Sampler[int], batch_size: int, device: torch.device,
-                 skip: Callable[[int], int] = lambda epoch: 0) -> None:
+                 skip: Callable[[int], int] = lambda epoch: 0, numbered: bool = False) -> None:
         super().__init__(sampler, batch_size, drop_last=False)
-        self.device, self.skip = device, skip
+        self.device, self.skip, self.numbered = device, skip, numbered
 
     def __iter__(self):  # a generator: the order is drawn at the first batch, after Lightning's set_epoch
         done = self.skip(getattr(self.sampler, "epoch", 0))
         done = 0 if done >= len(self) else done  # a whole epoch done: the checkpoint came after it
-        yield from torch.as_tensor(list(self.sampler), device=self.device).split(self.batch_size)[done:]
+        batches = torch.as_tensor(list(self.sampler), device=self.device).split(self.batch_size)[done:]
+        if not self.numbered:
+            yield from batches
+        else:
+            yield from (NumberedIndices(number, indices) for number, indices in enumerate(batches, start=done))
 
 
 def keep_batch(batch):
@@ -213,8 +229,8 @@ class CIFAR10DataModule(L.LightningDataModule):
                 setattr(self, name, getattr(self, name).to(device))
 
     def _loader(self, images: torch.Tensor, labels: torch.Tensor, sampler: Sampler, batch_size: int,
-                skip: Callable[[int], int] = lambda epoch: 0) -> DataLoader:
-        batches = TensorBatches(sampler, batch_size, labels.device, skip)
+                skip: Callable[[int], int] = lambda epoch: 0, numbered: bool = False) -> DataLoader:
+        batches = TensorBatches(sampler, batch_size, labels.device, skip, numbered)
         return DataLoader(TensorPairs(images, labels), batch_sampler=batches, collate_fn=keep_batch, num_workers=0)
 
     def shard(self) -> tuple[int, int]:
@@ -229,7 +245,8 @@ class CIFAR10DataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         sampler = EpochShuffler(len(self.train_labels), self.seed, *self.shard())
-        return self._loader(self.training_images(), self.train_labels, sampler, self.batch_size, self._batches_done)
+        return self._loader(self.training_images(), self.train_labels, sampler, self.batch_size, self._batches_done,
+                            numbered=True)
 
     def training_images(self) -> torch.Tensor:
         """The images training batches come from: for an alternating-flip preset, a seeded random half
@@ -271,20 +288,21 @@ class CIFAR10DataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._eval_loader(self.test_images, self.test_labels)
 
-    def augment_generator(self, device: torch.device) -> torch.Generator:
+    def augment_generator(self, device: torch.device, batch: int) -> torch.Generator:
         """The augmentation generator, seeded from (seed, epoch, rank, batch) for each training batch, so a
         run resumed mid-epoch draws what an uninterrupted one does."""
         trainer = self.trainer
-        batch = batch_being_transferred(trainer)
         if self._generator is None or self._generator.device != device:
             self._generator = torch.Generator(device)
         seed = stream_seed(self.seed, trainer.current_epoch, AUGMENT_STREAM, trainer.global_rank, batch)
         return self._generator.manual_seed(seed)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        if isinstance(batch, torch.Tensor):  # the model's example_input_array (ModelSummary), not a batch
+        """A training batch (images, labels, its number in the epoch) leaves as augmented (images, labels)."""
+        if isinstance(batch, torch.Tensor) or len(batch) == 2:  # example_input_array (ModelSummary); evaluation
             return batch
-        images, labels = batch
-        if self.trainer is not None and self.trainer.training and self.augment != "none":
-            images = augment(images, self.augment, self.augment_generator(images.device), self.trainer.current_epoch)
+        images, labels, number = batch
+        if self.augment != "none":
+            epoch = self.trainer.current_epoch
+            images = augment(images, self.augment, self.augment_generator(images.device, number), epoch)
         return images, labels
