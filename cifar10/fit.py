@@ -42,6 +42,7 @@ from cifar10.models.base import ClassifierModule  # noqa: E402
 from cifar10.settings import Settings, build_parser, settings_from  # noqa: E402,F401 (build_parser: the command's parser)
 from cifar10.stopping import FiniteLoss, NonFiniteLoss, StopOnSignal, StopRequested, preserved_handlers  # noqa: E402
 
+
 def check_accelerator(accelerator: str) -> None:
     if accelerator == "gpu" and not torch.cuda.is_available():
         raise UserError(f"--accelerator gpu needs CUDA, which this PyTorch ({torch.__version__}) cannot see "
