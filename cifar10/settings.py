@@ -99,6 +99,9 @@ class TrainerSettings:
 
 @dataclass(frozen=True)
 class RunSettings:
+    """Which model and recipe, the seed (the data section has it too), where runs go; and, for this invocation
+    only, what it resumes and which --config it read."""
+
     model: str
     recipe: str
     seed: int
