@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
-import torch
 from torch import Tensor
 
 from cifar10 import reporting
@@ -20,6 +19,7 @@ from cifar10.data import CIFAR10DataModule
 from cifar10.errors import CliParser, UserError, exits_cleanly
 from cifar10.files import atomic_write_text, writable_folder
 from cifar10.models.base import MAX_MISCLASSIFIED, TTA_MODES, ClassifierModule
+from cifar10.settings import check_accelerator
 
 
 @dataclass
@@ -51,11 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
         "tests with (none but for speedrun)")
     add("--out", metavar="DIR", help="report folder (default: report/ beside the checkpoint)")
     return parser
-
-
-def check_accelerator(accelerator: str) -> None:
-    if accelerator == "gpu" and not torch.cuda.is_available():
-        raise UserError("--accelerator gpu was asked for but no CUDA GPU is available: use cpu or auto.")
 
 
 def test_data(args: argparse.Namespace) -> CIFAR10DataModule:

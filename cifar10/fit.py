@@ -39,14 +39,9 @@ from cifar10.errors import UserError, exits_cleanly  # noqa: E402
 from cifar10.files import AtomicCheckpointIO  # noqa: E402
 from cifar10.models import create_model  # noqa: E402
 from cifar10.models.base import ClassifierModule  # noqa: E402
-from cifar10.settings import Settings, build_parser, settings_from  # noqa: E402,F401 (build_parser: the command's parser)
+from cifar10.settings import Settings, check_accelerator, settings_from  # noqa: E402
+from cifar10.settings import build_parser  # noqa: E402,F401 (the command's parser: gpu-check reads it)
 from cifar10.stopping import FiniteLoss, NonFiniteLoss, StopOnSignal, StopRequested, preserved_handlers  # noqa: E402
-
-
-def check_accelerator(accelerator: str) -> None:
-    if accelerator == "gpu" and not torch.cuda.is_available():
-        raise UserError(f"--accelerator gpu needs CUDA, which this PyTorch ({torch.__version__}) cannot see "
-                        "here. Use --accelerator cpu (or auto), or run on a machine with an NVIDIA GPU.")
 
 
 def make_datamodule(s: Settings) -> CIFAR10DataModule:

@@ -336,6 +336,13 @@ def check_values(s: dict[str, Any]) -> None:
                         "--config file or recipe) and run again.")
 
 
+def check_accelerator(accelerator: str) -> None:
+    """--accelerator gpu without a GPU PyTorch can see is a clear error (fit, evaluate, bench)."""
+    if accelerator == "gpu" and not torch.cuda.is_available():
+        raise UserError(f"--accelerator gpu needs CUDA, which this PyTorch ({torch.__version__}) cannot see "
+                        "here. Use --accelerator cpu (or auto), or run on a machine with an NVIDIA GPU.")
+
+
 def uses_cuda(accelerator: str) -> bool:
     return accelerator in ("gpu", "auto") and torch.cuda.is_available()
 

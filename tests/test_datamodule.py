@@ -9,7 +9,7 @@ from torch.utils.data import BatchSampler
 
 from cifar10.data import CLASSES, CIFAR10DataModule
 from cifar10.errors import UserError
-from cifar10.models.base import Normalize
+from cifar10.data import Normalize
 
 
 def make_dm(archive, tmp_path, **kwargs) -> CIFAR10DataModule:

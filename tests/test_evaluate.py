@@ -102,3 +102,13 @@ def test_bad_checkpoint_and_batch_size_exit_2(tiny_run, tiny_archive, tmp_path, 
     assert main(evaluate_args(tiny_run, tiny_archive, "--batch-size", "0")) == 2
     err = capsys.readouterr().err
     assert "is not a checkpoint of this project" in err and "--batch-size must be at least 1" in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present")
+def test_gpu_asked_for_without_cuda_is_a_clear_error(tiny_run, tiny_archive, tmp_path, capsys):
+    args = evaluate_args(tiny_run, tiny_archive, "--out", str(tmp_path / "r"))
+    args[args.index("cpu")] = "gpu"
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--accelerator gpu needs CUDA" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()  # refused before anything was written

@@ -35,7 +35,7 @@ from cifar10 import fit
 from cifar10.data import CIFAR10DataModule, augment
 from cifar10.models import model_names
 from cifar10.models.base import ClassifierModule, build_optimizer
-from cifar10.settings import Settings, resolved
+from cifar10.settings import Settings, check_accelerator, resolved
 
 OVERHEAD_BATCH, OVERHEAD_BATCHES = 4, 2000
 
@@ -174,7 +174,7 @@ def profile_lightning(s: Settings, batches: int, overhead: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     s = settings_for(args)
     device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
-    fit.check_accelerator(args.accelerator)
+    check_accelerator(args.accelerator)
     dm = fit.make_datamodule(s)
     dm.prepare_data()
     dm.setup("fit")

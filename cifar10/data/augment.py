@@ -6,9 +6,11 @@ fill, as torchvision's defaults) and the colour jitter is one per-image 3x3 colo
 """
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from cifar10.errors import UserError
 
@@ -166,11 +168,30 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return x.add_(0.5).clamp_(0, 255).to(torch.int32).to(torch.uint8)
 
 
-def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """uint8 images (..., 3, H, W) -> float32 (x/255 - mean)/std, with mean and std in 0..1 pixel units."""
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=images.device).view(3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32, device=images.device).view(3, 1, 1)
-    return images.float().mul_(1 / (255 * std_t)).sub_(mean_t / std_t)
+class Normalize(nn.Module):
+    """Pixels -> the network's input, (x/255 - mean)/std per channel, with mean and std in 0..1 units.
+
+    Takes uint8 images (..., 3, H, W) as the data module and predict give them, or float pixels in [0, 1]
+    (an exported model's input). Its buffers are not saved: a model keeps mean and std in its hyper-parameters.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        self.register_buffer("scale", 1 / (255 * std_t), persistent=False)
+        self.register_buffer("shift", mean_t / std_t, persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dtype == torch.uint8:
+            return images.float().mul_(self.scale).sub_(self.shift)
+        return images.float() * (255 * self.scale) - self.shift
+
+
+def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 images (..., 3, H, W) -> float32 (x/255 - mean)/std, with mean and std in 0..1 pixel units
+    (a model's Normalize, as a function)."""
+    return Normalize(mean, std).to(images.device)(images)
 
 
 def denormalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:

@@ -7,8 +7,8 @@ statistics this module computes (`mean`, `std`) saved in its hyper-parameters.
 import hashlib
 import struct
 from collections.abc import Callable
-from typing import NamedTuple
 from pathlib import Path
+from typing import NamedTuple
 
 import lightning as L
 import torch

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from cifar10.data import CLASSES
+from cifar10.data import CLASSES, Normalize
 from cifar10.errors import UserError
 from cifar10.lightning_internals import HOOK_NAME_ATTR
 from cifar10.recipes import Recipe
@@ -46,26 +46,6 @@ class Misclassified:
             return (torch.zeros(0, 3, 32, 32, dtype=torch.uint8), torch.zeros(0, dtype=torch.long),
                     torch.zeros(0, dtype=torch.long))
         return tuple(torch.cat(parts) for parts in zip(*self.parts))
-
-
-class Normalize(nn.Module):
-    """Pixels -> the network's input, (x/255 - mean)/std per channel, with mean and std in 0..1 units.
-
-    Takes uint8 images (..., 3, H, W) as the data module and predict give them, or float pixels in [0, 1]
-    (an exported model's input). Its buffers are not saved: mean and std live in the hyper-parameters.
-    """
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        super().__init__()
-        mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-        std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-        self.register_buffer("scale", 1 / (255 * std_t), persistent=False)
-        self.register_buffer("shift", mean_t / std_t, persistent=False)
-
-    def forward(self, images: Tensor) -> Tensor:
-        if images.dtype == torch.uint8:
-            return images.float().mul_(self.scale).sub_(self.shift)
-        return images.float() * (255 * self.scale) - self.shift
 
 
 class ClassifierModule(L.LightningModule):
