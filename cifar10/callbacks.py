@@ -4,15 +4,11 @@ import time
 from typing import Any
 
 import lightning as L
-import matplotlib
+import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
-
-from cifar10.data.datamodule import GLOBAL_STREAM, stream_seed  # noqa: E402
+from cifar10.data.datamodule import GLOBAL_STREAM, stream_seed
+from cifar10.reporting import labelled_grid
 
 
 class BatchSeed(L.Callback):
@@ -97,7 +93,7 @@ class Throughput(L.Callback):
 
 
 class AugmentedImages(L.Callback):
-    """Log the first augmented training batch once, as a grid titled with class names.
+    """Log the first augmented training batch once, as a grid of images labelled with their class names.
 
     The batch arrives as augmented uint8 pixels (the model normalises its own input).
     """
@@ -112,29 +108,9 @@ class AugmentedImages(L.Callback):
         if self.logged or trainer.logger is None or not trainer.is_global_zero:
             return
         self.logged = True
-        dm = trainer.datamodule
         images, labels = batch[0][: self.max_images], batch[1][: self.max_images]
-        pixels = images.float().div(255).cpu()
-        names = [dm.class_names[i] for i in labels.tolist()]
-        figure = image_grid_figure(pixels, names)
-        trainer.logger.experiment.add_figure(self.tag, figure, global_step=trainer.global_step)
-
-
-def image_grid_figure(pixels: torch.Tensor, names: list[str], per_row: int = 8) -> plt.Figure:
-    """A make_grid image of (N,3,H,W) pixels in [0, 1] with each cell's name written over it."""
-    pad = 2
-    grid = make_grid(pixels, nrow=per_row, padding=pad, pad_value=1.0)
-    rows = -(-len(names) // per_row)
-    figure, ax = plt.subplots(figsize=(per_row * 1.3, rows * 1.4))
-    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
-    cell_h, cell_w = pixels.shape[2] + pad, pixels.shape[3] + pad
-    for i, name in enumerate(names):
-        row, col = divmod(i, per_row)
-        ax.text(col * cell_w + pad + pixels.shape[3] / 2, row * cell_h + pad, name, ha="center", va="top",
-                fontsize=7, bbox=dict(facecolor="white", alpha=0.75, pad=1, linewidth=0))
-    ax.axis("off")
-    figure.tight_layout()
-    return figure
+        names = [trainer.datamodule.class_names[i] for i in labels.tolist()]
+        trainer.logger.experiment.add_image(self.tag, labelled_grid(images, names), global_step=trainer.global_step)
 
 
 class ProgressBar(TQDMProgressBar):

@@ -39,6 +39,8 @@ def test_loop_benchmark_trains_the_same_model_on_both_sides(data_dir, capsys):
     result = last_json_line(capsys)
     assert result["batches"] == 3 and result["lightning_s"] > 0 and result["plain_s"] > 0
     assert result["overhead"] + 1 == pytest.approx(result["lightning_s"] / result["plain_s"], rel=0.01)
+    assert len(result["overhead_rounds"]) == 1 and result["overhead_median"] == result["overhead_rounds"][0]
+    assert result["overhead_median"] == pytest.approx(result["overhead"], abs=1e-3)  # one round: its times are the best
     assert result["lightning_train_loss"] == pytest.approx(result["plain_train_loss"], abs=1e-3)
     assert result["lightning_train_acc"] == pytest.approx(result["plain_train_acc"], abs=1e-3)
 

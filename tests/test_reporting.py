@@ -63,6 +63,21 @@ def test_misclassified_figure_stops_at_max_images():
     assert len(fig.axes) == 7
 
 
+def test_labelled_grid_places_each_enlarged_image_under_a_strip_with_its_name():
+    images = torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8)
+    names = CLASSES[:9] + [""]  # the last cell has no name: its strip stays white
+    grid = reporting.labelled_grid(images, names, per_row=4, scale=3, label_height=12, pad=2)
+    cell_h, cell_w = 12 + 96 + 2, 96 + 2
+    assert grid.dtype == torch.uint8 and grid.shape == (3, 3 * cell_h + 2, 4 * cell_w + 2)
+    for i in range(10):
+        row, col = divmod(i, 4)
+        top, left = row * cell_h + 2, col * cell_w + 2
+        enlarged = images[i].repeat_interleave(3, 1).repeat_interleave(3, 2)
+        assert torch.equal(grid[:, top + 12: top + 12 + 96, left: left + 96], enlarged)
+        strip = grid[:, top: top + 12, left: left + 96]
+        assert (strip.min() < 100) == bool(names[i]), i  # dark text where there is a name, white where not
+
+
 def write_epochs(run_dir, epochs, first_step, offset, mtime):
     """Scalars as Lightning logs them: an 'epoch' scalar beside each epoch-level value, keyed by step."""
     writer = SummaryWriter(run_dir, filename_suffix=f".{first_step}")

@@ -8,7 +8,9 @@ seed, optimizer and schedule) on the same DataModule batches, augmented and norm
 code, with loss and accuracy accumulated on the device. The sides alternate --repeats times, taking
 turns at going first (whichever runs first pays for cold caches and allocator growth); the best of each
 is reported: the whole trainer.fit call (set-up included) against the whole plain loop, and the
-steady per-step time of each (from the first batch to the last).
+steady per-step time of each (from the first batch to the last). So is the median of each round's own
+ratio: the two runs of a round sit side by side in time, so a slow minute of a shared machine weighs
+on both, where the best of each side may come from different minutes.
 
 `--overhead` swaps the network for one linear layer on batches of 4 images, so a step's math costs
 next to nothing and the per-step difference is the cost of Lightning and our callbacks themselves.
@@ -20,6 +22,7 @@ import json
 import os
 import platform
 import pstats
+import statistics
 import tempfile
 import time
 from itertools import islice
@@ -185,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
         profile_lightning(s, batches, args.overhead)
         return 0
     best = {"lightning": (float("inf"),) * 2, "plain": (float("inf"),) * 2}
-    finals = {}
+    finals, round_overheads = {}, []
     with tempfile.TemporaryDirectory() as logdir:
         for repeat in range(args.repeats):
             sides = {"lightning": lambda: time_lightning(s, batches, Path(logdir), args.overhead),
@@ -195,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
             for side, (seconds, steps_s, *loss_acc) in timed.items():
                 best[side] = min(best[side][0], seconds), min(best[side][1], steps_s)
                 finals[side] = loss_acc
+            round_overheads.append(timed["lightning"][0] / timed["plain"][0] - 1)
             print(f"run {repeat + 1}: lightning {timed['lightning'][0]:.2f} s, plain {timed['plain'][0]:.2f} s",
                   flush=True)
     (lightning_s, _), (plain_s, _) = best["lightning"], best["plain"]
@@ -203,7 +207,8 @@ def run(args: argparse.Namespace) -> int:
     network = "one linear layer" if args.overhead else args.model
     print(f"{network} ({args.model}'s {args.recipe} recipe), {batches} batches of {s.data.batch_size} on {device}, "
           f"{s.trainer.precision} precision, best of {args.repeats}: {per_step_ms['lightning']:.3f} ms a step with "
-          f"Lightning, {per_step_ms['plain']:.3f} ms plain")
+          f"Lightning, {per_step_ms['plain']:.3f} ms plain; the whole epoch {lightning_s / plain_s - 1:+.1%} "
+          f"(best against best), {statistics.median(round_overheads):+.1%} (median of the rounds' own ratios)")
     print(json.dumps({
         "model": args.model, "network": network, "recipe": args.recipe, "batch_size": s.data.batch_size,
         "batches": batches, "augment": s.data.augment, "device": str(device), "precision": s.trainer.precision,
@@ -211,6 +216,8 @@ def run(args: argparse.Namespace) -> int:
         "threads": torch.get_num_threads(), "torch": torch.__version__, "lightning": L.__version__,
         "lightning_s": round(lightning_s, 6), "plain_s": round(plain_s, 6),
         "overhead": round(lightning_s / plain_s - 1, 4),
+        "overhead_rounds": [round(o, 4) for o in round_overheads],
+        "overhead_median": round(statistics.median(round_overheads), 4),
         "lightning_step_ms": round(per_step_ms["lightning"], 4), "plain_step_ms": round(per_step_ms["plain"], 4),
         "overhead_step_ms": round(per_step_ms["lightning"] - per_step_ms["plain"], 4),
         "lightning_images_per_s": round(images / lightning_s), "plain_images_per_s": round(images / plain_s),
