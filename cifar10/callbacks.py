@@ -1,11 +1,14 @@
-"""Lightning callbacks of the fit command: per-batch seeding, throughput, an image grid, a progress bar."""
+"""Lightning callbacks of the fit command (per-batch seeding, throughput, an image grid, a progress bar),
+and the profiler its Trainer runs with."""
 
 import time
+from contextlib import nullcontext
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.profilers import PassThroughProfiler
 
 from cifar10.data.datamodule import GLOBAL_STREAM, stream_seed
 from cifar10.reporting import labelled_grid
@@ -148,3 +151,17 @@ class RunRecord(L.Callback):
 
     def state_dict(self) -> dict[str, Any]:
         return self.record
+
+
+class NoProfiler(PassThroughProfiler):
+    """Lightning's default do-nothing profiler, without the cost of doing nothing.
+
+    Lightning wraps every hook call in `profiler.profile(name)`, about 90 a training step with fit's
+    callbacks; the default builds a generator-based context manager each time (0.98 us against 0.16 us
+    for one shared null context, measured on the 2-core CPU), so this saves about 75 us a step.
+    """
+
+    _nothing = nullcontext()
+
+    def profile(self, action_name: str) -> nullcontext:
+        return self._nothing

@@ -33,7 +33,7 @@ from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
 
 from cifar10 import reporting, runs  # noqa: E402
-from cifar10.callbacks import AugmentedImages, BatchSeed, ProgressBar, RunRecord, Throughput  # noqa: E402
+from cifar10.callbacks import AugmentedImages, BatchSeed, NoProfiler, ProgressBar, RunRecord, Throughput  # noqa: E402
 from cifar10.data import CIFAR10DataModule  # noqa: E402
 from cifar10.errors import UserError, exits_cleanly  # noqa: E402
 from cifar10.files import AtomicCheckpointIO  # noqa: E402
@@ -71,6 +71,7 @@ def make_trainer(s: Settings, logger: TensorBoardLogger, callbacks: list[L.Callb
         return L.Trainer(**{
             **s.trainer.trainer_kwargs(), "logger": logger, "callbacks": callbacks, "default_root_dir": s.run.logdir,
             "plugins": [AtomicCheckpointIO()],  # same-folder temp file + rename: a kill never damages a checkpoint
+            "profiler": NoProfiler(),
             "use_distributed_sampler": False,  # the DataModule shards the data itself under DDP
             **overrides})
     except (MisconfigurationException, ValueError) as err:

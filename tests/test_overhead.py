@@ -112,3 +112,26 @@ def test_lightning_still_records_the_hook_name_the_fast_path_expects(tiny_archiv
     trainer.fit(model, train_dataloaders=torch.utils.data.DataLoader(data, batch_size=None))
     assert seen and all(name == "on_before_backward" for name in seen), seen  # the hook being called
     assert LIGHTNING_HOOK_NAME_ATTR in vars(L.LightningModule()), "LightningModule no longer sets it in __init__"
+
+
+def test_fit_runs_its_trainer_with_one_shared_null_context_for_every_profiled_hook(tiny_archive, tmp_path):
+    """Lightning wraps each hook call in trainer.profiler.profile(name); fit's profiler hands back one shared
+    null context instead of building a context manager ~90 times a step. The run still trains and saves."""
+    from cifar10.callbacks import NoProfiler
+
+    seen = []
+
+    class Spy(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            seen.append(trainer.profiler)
+
+    args = ["--data-url", tiny_archive.url, "--data-md5", tiny_archive.md5, "--data-dir", str(tmp_path / "data"),
+            "--model", "mlp", "--max-epochs", "1", "--val-size", "50", "--batch-size", "64", "--accelerator", "cpu",
+            "--logdir", str(tmp_path / "logs")]
+    assert fit_main(args, callbacks=[Spy()]) == 0
+    profiler = seen[0]
+    assert isinstance(profiler, NoProfiler) and all(p is profiler for p in seen)
+    assert profiler.profile("[Callback]Spy.on_train_batch_end") is profiler.profile("training_step")
+    with profiler.profile("run_training_batch") as entered:
+        assert entered is None
+    assert (tmp_path / "logs" / "mlp" / "version_0" / "checkpoints" / "last.ckpt").exists()
