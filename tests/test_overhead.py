@@ -25,6 +25,7 @@ def test_overhead_benchmark_reports_milliseconds_a_step_for_both_sides(tiny_arch
     assert result["network"] == "one linear layer" and result["batch_size"] == 4 and result["batches"] == 40
     assert result["lightning_step_ms"] > 0 and result["plain_step_ms"] > 0
     assert result["overhead_step_ms"] == pytest.approx(result["lightning_step_ms"] - result["plain_step_ms"], abs=1e-3)
+    assert result["overhead_step_ms_median"] == pytest.approx(result["overhead_step_ms"], abs=1e-3)  # one round
     assert result["lightning_train_loss"] == pytest.approx(result["plain_train_loss"], rel=1e-3)  # the same training
 
 

@@ -8,9 +8,10 @@ seed, optimizer and schedule) on the same DataModule batches, augmented and norm
 code, with loss and accuracy accumulated on the device. The sides alternate --repeats times, taking
 turns at going first (whichever runs first pays for cold caches and allocator growth); the best of each
 is reported: the whole trainer.fit call (set-up included) against the whole plain loop, and the
-steady per-step time of each (from the first batch to the last). So is the median of each round's own
-ratio: the two runs of a round sit side by side in time, so a slow minute of a shared machine weighs
-on both, where the best of each side may come from different minutes.
+steady per-step time of each (from the first batch to the last). So are the medians of each round's own
+whole-run ratio and per-step difference: the two runs of a round sit side by side in time, so a slow
+minute of a shared machine weighs on both, where the best of each side may come from different minutes
+(many short rounds, e.g. `--batches 60 --repeats 20`, pin the per-step difference down best).
 
 `--overhead` swaps the network for one linear layer on batches of 4 images, so a step's math costs
 next to nothing and the per-step difference is the cost of Lightning and our callbacks themselves.
@@ -188,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
         profile_lightning(s, batches, args.overhead)
         return 0
     best = {"lightning": (float("inf"),) * 2, "plain": (float("inf"),) * 2}
-    finals, round_overheads = {}, []
+    finals, round_overheads, round_step_ms = {}, [], []
     with tempfile.TemporaryDirectory() as logdir:
         for repeat in range(args.repeats):
             sides = {"lightning": lambda: time_lightning(s, batches, Path(logdir), args.overhead),
@@ -199,6 +200,7 @@ def run(args: argparse.Namespace) -> int:
                 best[side] = min(best[side][0], seconds), min(best[side][1], steps_s)
                 finals[side] = loss_acc
             round_overheads.append(timed["lightning"][0] / timed["plain"][0] - 1)
+            round_step_ms.append(1000 * (timed["lightning"][1] - timed["plain"][1]) / max(1, batches - 1))
             print(f"run {repeat + 1}: lightning {timed['lightning'][0]:.2f} s, plain {timed['plain'][0]:.2f} s",
                   flush=True)
     (lightning_s, _), (plain_s, _) = best["lightning"], best["plain"]
@@ -207,8 +209,9 @@ def run(args: argparse.Namespace) -> int:
     network = "one linear layer" if args.overhead else args.model
     print(f"{network} ({args.model}'s {args.recipe} recipe), {batches} batches of {s.data.batch_size} on {device}, "
           f"{s.trainer.precision} precision, best of {args.repeats}: {per_step_ms['lightning']:.3f} ms a step with "
-          f"Lightning, {per_step_ms['plain']:.3f} ms plain; the whole epoch {lightning_s / plain_s - 1:+.1%} "
-          f"(best against best), {statistics.median(round_overheads):+.1%} (median of the rounds' own ratios)")
+          f"Lightning, {per_step_ms['plain']:.3f} ms plain ({statistics.median(round_step_ms):+.3f} ms, median of the "
+          f"rounds' own differences); the whole run {lightning_s / plain_s - 1:+.1%} (best against best), "
+          f"{statistics.median(round_overheads):+.1%} (median of the rounds' own ratios)")
     print(json.dumps({
         "model": args.model, "network": network, "recipe": args.recipe, "batch_size": s.data.batch_size,
         "batches": batches, "augment": s.data.augment, "device": str(device), "precision": s.trainer.precision,
@@ -220,6 +223,7 @@ def run(args: argparse.Namespace) -> int:
         "overhead_median": round(statistics.median(round_overheads), 4),
         "lightning_step_ms": round(per_step_ms["lightning"], 4), "plain_step_ms": round(per_step_ms["plain"], 4),
         "overhead_step_ms": round(per_step_ms["lightning"] - per_step_ms["plain"], 4),
+        "overhead_step_ms_median": round(statistics.median(round_step_ms), 4),
         "lightning_images_per_s": round(images / lightning_s), "plain_images_per_s": round(images / plain_s),
         "lightning_train_loss": round(finals["lightning"][0], 4), "plain_train_loss": round(finals["plain"][0], 4),
         "lightning_train_acc": round(finals["lightning"][1], 4), "plain_train_acc": round(finals["plain"][1], 4),
