@@ -188,30 +188,34 @@ def run(args: argparse.Namespace) -> int:
     if args.profile:
         profile_lightning(s, batches, args.overhead)
         return 0
+    def ms_a_step(steps_s: float) -> float:  # steps_s spans the first batch to the last
+        return 1000 * steps_s / max(1, batches - 1)
+
     best = {"lightning": (float("inf"),) * 2, "plain": (float("inf"),) * 2}
     finals, round_overheads, round_step_ms = {}, [], []
     with tempfile.TemporaryDirectory() as logdir:
+        sides = {"lightning": lambda: time_lightning(s, batches, Path(logdir), args.overhead),
+                 "plain": lambda: time_plain(s, dm, batches, device, args.overhead)}
         for repeat in range(args.repeats):
-            sides = {"lightning": lambda: time_lightning(s, batches, Path(logdir), args.overhead),
-                     "plain": lambda: time_plain(s, dm, batches, device, args.overhead)}
             order = list(sides) if repeat % 2 == 0 else list(sides)[::-1]
             timed = {side: sides[side]() for side in order}
             for side, (seconds, steps_s, *loss_acc) in timed.items():
                 best[side] = min(best[side][0], seconds), min(best[side][1], steps_s)
                 finals[side] = loss_acc
             round_overheads.append(timed["lightning"][0] / timed["plain"][0] - 1)
-            round_step_ms.append(1000 * (timed["lightning"][1] - timed["plain"][1]) / max(1, batches - 1))
+            round_step_ms.append(ms_a_step(timed["lightning"][1] - timed["plain"][1]))
             print(f"run {repeat + 1}: lightning {timed['lightning'][0]:.2f} s, plain {timed['plain'][0]:.2f} s",
                   flush=True)
     (lightning_s, _), (plain_s, _) = best["lightning"], best["plain"]
-    per_step_ms = {side: 1000 * steps_s / max(1, batches - 1) for side, (_, steps_s) in best.items()}
+    per_step_ms = {side: ms_a_step(steps_s) for side, (_, steps_s) in best.items()}
+    overhead_median, step_ms_median = statistics.median(round_overheads), statistics.median(round_step_ms)
     images = batches * s.data.batch_size
     network = "one linear layer" if args.overhead else args.model
     print(f"{network} ({args.model}'s {args.recipe} recipe), {batches} batches of {s.data.batch_size} on {device}, "
           f"{s.trainer.precision} precision, best of {args.repeats}: {per_step_ms['lightning']:.3f} ms a step with "
-          f"Lightning, {per_step_ms['plain']:.3f} ms plain ({statistics.median(round_step_ms):+.3f} ms, median of the "
+          f"Lightning, {per_step_ms['plain']:.3f} ms plain ({step_ms_median:+.3f} ms, median of the "
           f"rounds' own differences); the whole run {lightning_s / plain_s - 1:+.1%} (best against best), "
-          f"{statistics.median(round_overheads):+.1%} (median of the rounds' own ratios)")
+          f"{overhead_median:+.1%} (median of the rounds' own ratios)")
     print(json.dumps({
         "model": args.model, "network": network, "recipe": args.recipe, "batch_size": s.data.batch_size,
         "batches": batches, "augment": s.data.augment, "device": str(device), "precision": s.trainer.precision,
@@ -220,10 +224,10 @@ def run(args: argparse.Namespace) -> int:
         "lightning_s": round(lightning_s, 6), "plain_s": round(plain_s, 6),
         "overhead": round(lightning_s / plain_s - 1, 4),
         "overhead_rounds": [round(o, 4) for o in round_overheads],
-        "overhead_median": round(statistics.median(round_overheads), 4),
+        "overhead_median": round(overhead_median, 4),
         "lightning_step_ms": round(per_step_ms["lightning"], 4), "plain_step_ms": round(per_step_ms["plain"], 4),
         "overhead_step_ms": round(per_step_ms["lightning"] - per_step_ms["plain"], 4),
-        "overhead_step_ms_median": round(statistics.median(round_step_ms), 4),
+        "overhead_step_ms_median": round(step_ms_median, 4),
         "lightning_images_per_s": round(images / lightning_s), "plain_images_per_s": round(images / plain_s),
         "lightning_train_loss": round(finals["lightning"][0], 4), "plain_train_loss": round(finals["plain"][0], 4),
         "lightning_train_acc": round(finals["lightning"][1], 4), "plain_train_acc": round(finals["plain"][1], 4),
