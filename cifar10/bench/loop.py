@@ -65,7 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, help="default: the recipe's")
     parser.add_argument("--batches", type=int, help="batches per epoch (default: the whole epoch)")
     parser.add_argument("--repeats", type=int, default=2,
-                        help="runs per side, the sides taking turns at going first; the best is reported")
+                        help="rounds (one run of each side, taking turns at going first); the best of each side "
+                             "and the median of the rounds' own differences are reported")
     parser.add_argument("--accelerator", choices=("cpu", "gpu"), default="gpu" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", choices=("auto", "32", "bf16-mixed"), default="auto",
                         help="auto: as fit chooses (bf16-mixed on a GPU that has bf16, else 32)")
