@@ -2,10 +2,15 @@
 
 import json
 import os
+import shlex
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from cifar10.bench import results
 from cifar10.bench.__main__ import build_parser, main
@@ -168,7 +173,6 @@ def test_two_real_fits_give_their_metrics_as_json_lines_and_a_table(tiny_archive
 
 def test_sigterm_to_the_list_stops_the_running_fit_like_ctrl_c(tmp_path):
     """A scheduler's SIGTERM to `bench results` passes one SIGINT to the running fit and ends the list."""
-    import signal
     import threading
     child = ("import signal, sys, time; signal.signal(signal.SIGINT, lambda *a: sys.exit(130)); "
              "print('ready', flush=True); time.sleep(60)")
@@ -178,3 +182,152 @@ def test_sigterm_to_the_list_stops_the_running_fit_like_ctrl_c(tmp_path):
         results.run_command([sys.executable, "-c", child], log)
     assert "ready" in log.read_text()
     assert signal.getsignal(signal.SIGTERM) is not None  # the previous handler is back
+
+
+class QueueFit(FakeFit):
+    """FakeFit that also resumes: a `--ckpt-path` command finishes the folder its checkpoint is in; models in
+    `stop` leave a last.ckpt and no metrics.json, as a fit stopped by a signal does, and exit 130."""
+
+    def __init__(self, stop=(), **kwargs):
+        super().__init__(**kwargs)
+        self.stop = set(stop)
+
+    def __call__(self, command: list[str], log: Path) -> int:
+        if "--ckpt-path" in command:
+            self.commands.append(command)
+            run_dir = Path(flag(command, "--ckpt-path")).parent.parent
+            (run_dir / "metrics.json").write_text(json.dumps({
+                "model": flag(command, "--model"), "recipe": "default", "seed": int(flag(command, "--seed")),
+                "epochs": 2, "train_time_s": 1.0, "train_images_per_s": 10.0, "test_acc": 0.7, "status": "finished"}))
+            with open(log, "a") as out:
+                out.write(f"run folder: {run_dir} (resuming {flag(command, '--ckpt-path')})\n")
+            return 0
+        model = flag(command, "--model")
+        if model not in self.stop:
+            return super().__call__(command, log)
+        self.commands.append(command)
+        run_dir = Path(flag(command, "--logdir")) / model / "version_0"
+        (run_dir / "checkpoints").mkdir(parents=True)
+        (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"saved at the stop")
+        with open(log, "a") as out:
+            out.write(f"run folder: {run_dir}\nStopped (SIGINT): saved ...\n")
+        return 130
+
+
+def queue(tmp_path: Path, *extra: str) -> list[str]:
+    return ["results", "--models", "mlp", "lenet", "cnn-bn", "--logdir", str(tmp_path), *extra]
+
+
+def test_a_queue_run_again_skips_finished_runs_resumes_the_stopped_one_and_skips_failed(tmp_path, capsys,
+                                                                                       monkeypatch):
+    first = QueueFit(stop={"lenet"})
+    monkeypatch.setattr(results, "run_command", first)
+    assert main(queue(tmp_path)) == 130  # a fit stopped by a signal stops the queue
+    assert [flag(c, "--model") for c in first.commands] == ["mlp", "lenet"]
+    assert "Continue the queue" in capsys.readouterr().err
+
+    again = QueueFit(fail={"cnn-bn"})
+    monkeypatch.setattr(results, "run_command", again)
+    assert main(queue(tmp_path)) == 1
+    captured = capsys.readouterr()
+    last = tmp_path / "default" / "lenet" / "version_0" / "checkpoints" / "last.ckpt"
+    assert [flag(c, "--model") for c in again.commands] == ["lenet", "cnn-bn"]
+    assert again.commands[0] == [*first.commands[1], "--ckpt-path", str(last)]  # resumed from its own folder
+    assert [(line["model"], line.get("status")) for line in json_lines(captured.out)] == [
+        ("mlp", None), ("lenet", "finished"), ("cnn-bn", "failed")]
+    assert "mlp (default recipe, seed 0): done earlier" in captured.err
+    assert f"lenet (default recipe, seed 0): resuming {last}" in captured.err
+
+    third = QueueFit()
+    monkeypatch.setattr(results, "run_command", third)
+    assert main(queue(tmp_path)) == 1  # cnn-bn's failure is reported, not retried
+    assert third.commands == []
+    assert "cnn-bn (default recipe, seed 0): failed earlier (exit code 1; --retry-failed" in capsys.readouterr().err
+
+    assert main(queue(tmp_path, "--retry-failed")) == 0  # this FakeFit no longer fails cnn-bn
+    assert [flag(c, "--model") for c in third.commands] == ["cnn-bn"]
+
+
+def test_runs_finished_earlier_are_not_appended_to_out_twice(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(results, "run_command", QueueFit())
+    out = tmp_path / "results.jsonl"
+    assert main(["results", "--models", "mlp", "--logdir", str(tmp_path), "--out", str(out)]) == 0
+    assert main(["results", "--models", "mlp", "--logdir", str(tmp_path), "--out", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 1
+    assert len(json_lines(capsys.readouterr().out)) == 2  # but printed each time
+
+
+def test_dry_run_says_what_the_queue_would_do_with_each_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(results, "run_command", QueueFit(stop={"lenet"}, fail={"cnn-bn"}))
+    main(queue(tmp_path, "--models", "mlp", "cnn-bn"))  # cnn-bn fails
+    main(queue(tmp_path))  # stopped at lenet
+    capsys.readouterr()
+    assert main(queue(tmp_path, "--dry-run")) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("# mlp (default recipe, seed 0): done earlier")
+    assert "--ckpt-path " + str(tmp_path / "default" / "lenet" / "version_0" / "checkpoints" / "last.ckpt") in lines[1]
+    assert lines[2].startswith("# cnn-bn (default recipe, seed 0): failed earlier")
+
+
+def test_an_interrupted_queue_prints_the_command_that_continues_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(results, "run_command", FakeFit(interrupt_at=2))
+    argv = ["results", "--models", "mlp", "lenet", "--seeds", "0", "1", "--logdir", str(tmp_path),
+            "--data-dir", "d", "--fit-args", "--max-epochs 2"]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    command = err[err.index("with: python -m cifar10.bench") + len("with: "):].splitlines()[0]
+    assert command.startswith("python -m cifar10.bench results ")
+    assert build_parser().parse_args(shlex.split(command)[3:]) == build_parser().parse_args(argv)
+
+
+def start_queue(tiny_archive, tmp_path: Path, logdir: Path) -> subprocess.Popen:
+    fit_args = (f"--data-url {tiny_archive.url} --data-md5 {tiny_archive.md5} --max-epochs 6 --val-size 50 "
+                "--batch-size 32")
+    argv = [sys.executable, "-m", "cifar10.bench", "results", "--models", "mlp", "lenet", "--data-dir",
+            str(tmp_path / "data"), "--logdir", str(logdir), "--accelerator", "cpu", "--fit-args", fit_args]
+    source = str(Path(__file__).resolve().parents[1])
+    env = os.environ | {"PYTHONPATH": source + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def final_runs(logdir: Path) -> dict[str, tuple[dict, dict]]:
+    found = {}
+    for model in ("mlp", "lenet"):
+        run_dir = logdir / "default" / model / "version_0"
+        assert not (logdir / "default" / model / "version_1").exists(), "a run was started again from scratch"
+        weights = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        found[model] = json.loads((run_dir / "metrics.json").read_text()), weights
+    return found
+
+
+@pytest.mark.slow
+def test_a_queue_stopped_during_its_second_run_and_started_again_ends_as_one_never_stopped(tiny_archive, tmp_path):
+    straight = start_queue(tiny_archive, tmp_path, tmp_path / "straight")
+    assert straight.wait(timeout=600) == 0, straight.stderr.read()
+
+    logdir = tmp_path / "stopped"
+    stopped = start_queue(tiny_archive, tmp_path, logdir)
+    second_saved = logdir / "default" / "lenet" / "version_0" / "checkpoints" / "last.ckpt"
+    while not second_saved.exists() and stopped.poll() is None:  # the end of lenet's first epoch
+        time.sleep(0.02)
+    stopped.send_signal(signal.SIGTERM)
+    assert stopped.wait(timeout=120) == 130
+    err = stopped.stderr.read()
+    assert not (logdir / "default" / "lenet" / "version_0" / "metrics.json").exists(), "stopped too late"
+    command = err[err.index("with: python -m cifar10.bench") + len("with: "):].splitlines()[0]
+    assert build_parser().parse_args(shlex.split(command)[3:]).models == ["mlp", "lenet"]
+
+    again = start_queue(tiny_archive, tmp_path, logdir)
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    assert "mlp (default recipe, seed 0): done earlier" in err and f"resuming {second_saved}" in err
+    assert [line["model"] for line in json_lines(out)] == ["mlp", "lenet"]
+    assert (logdir / "default" / "mlp-seed0.log").read_text().count("\n$ ") + 1 == 1  # mlp trained once
+    expected, found = final_runs(tmp_path / "straight"), final_runs(logdir)
+    for model in ("mlp", "lenet"):
+        (metrics_a, weights_a), (metrics_b, weights_b) = expected[model], found[model]
+        for key in ("epochs", "best_val_acc", "test_acc", "per_class_acc"):
+            assert metrics_b[key] == metrics_a[key], (model, key)
+        for name in weights_a:
+            assert torch.equal(weights_a[name], weights_b[name]), (model, name)
+    assert found["lenet"][0]["resumed_from"] == str(second_saved)

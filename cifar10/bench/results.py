@@ -7,8 +7,15 @@ fit prints, and its metrics.json becomes one JSON line on stdout as soon as the 
 FILE.jsonl` appends the same lines to a file). A failed run (non-zero exit, or no metrics.json) gives a
 line `{"status": "failed", ...}` naming its log, and the list goes on. Progress, failures and a final
 table (epochs, training seconds, images/s, test accuracy, test-time augmentation, the published figure)
-go to stderr, so stdout holds only JSON lines. Exit code 1 when a run failed. Ctrl-C lets the running fit
-save its last.ckpt (resumable with fit's `--ckpt-path last`), stops the list and says which runs finished.
+go to stderr, so stdout holds only JSON lines. Exit code 1 when a run failed.
+
+The list is a queue that survives being stopped, as a job on a preemptible cluster must: Ctrl-C or
+SIGTERM lets the running fit save its last.ckpt at a batch boundary, stops the list and prints the
+command that continues it, which is the same command. Run again, each (model, seed) is looked up in its
+log: a run whose folder holds a finished metrics.json is skipped (reported as done, its JSON line
+printed again but not appended to `--out` twice); one whose folder holds a last.ckpt and no metrics.json
+is resumed from that checkpoint into the same folder (`fit --ckpt-path FOLDER/checkpoints/last.ckpt`);
+one that failed is reported and skipped (`--retry-failed` runs it again); the rest start new runs.
 """
 
 import argparse
@@ -34,6 +41,8 @@ from cifar10.reporting import format_table
 RUN_FOLDER = re.compile(r"^run folder: (.+?)(?: \(resuming .*\))?$")
 OWN_FLAGS = ("--model", "--recipe", "--seed", "--data-dir", "--logdir", "--accelerator")  # set per run here
 TAIL_LINES = 15  # lines of a failed run's log shown on stderr
+STOPPED = (129, 130, 143)  # fit's exit codes after SIGHUP, SIGINT, SIGTERM: its last.ckpt resumes
+FAILED_MARK = "# bench results: failed: "  # written to a run's log when it fails, so a rerun skips it
 
 Runner = Callable[[list[str], Path], int]  # (command, log file to append its output to) -> exit code
 
@@ -65,7 +74,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fit-args", default="", metavar="ARGS",
                         help="extra flags for every fit, e.g. '--max-epochs 5 --precision bf16-mixed'")
     parser.add_argument("--out", metavar="FILE.jsonl", help="also append each run's JSON line to this file")
-    parser.add_argument("--dry-run", action="store_true", help="print the commands and train nothing")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="run again the runs an earlier invocation recorded as failed (default: report them "
+                             "and skip them)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print what each run would do (start, resume, skip) and train nothing")
 
 
 def resolve_models(names: list[str]) -> list[str]:
@@ -163,13 +176,51 @@ def read_metrics(folder: Path | None) -> tuple[dict[str, Any] | None, str]:
         return None, f"cannot read {path}: {err}"
 
 
-def run_one(planned: PlannedRun, runner: Runner) -> tuple[dict[str, Any], Path | None]:
-    """Train one run: its metrics.json (or a failure record naming its log), and its run folder."""
+@dataclass(frozen=True)
+class EarlierAttempt:
+    """What earlier invocations of the queue left of a planned run, read from its log and the folder it names."""
+
+    state: str  # "new" (nothing to continue), "done", "unfinished" (a last.ckpt to resume) or "failed"
+    folder: Path | None = None
+    metrics: dict[str, Any] | None = None
+    error: str = ""
+
+    @property
+    def last_ckpt(self) -> Path:
+        return self.folder / "checkpoints" / "last.ckpt"
+
+
+def earlier_attempt(planned: PlannedRun) -> EarlierAttempt:
+    """Where this run stands after earlier invocations: the run folder fit printed last (a resumed run prints
+    the same folder again) and the failure mark of the newest attempt (each attempt starts with a `$ ` line)."""
+    try:
+        text = planned.log.read_text(errors="replace")
+    except FileNotFoundError:
+        return EarlierAttempt("new")
+    newest = text[text.rfind("\n$ ") + 1:]
+    folder = find_run_folder(text)
+    metrics, _ = read_metrics(folder)
+    if metrics is not None and metrics.get("status", "finished") == "finished":
+        return EarlierAttempt("done", folder, metrics)
+    marks = [line.removeprefix(FAILED_MARK) for line in newest.splitlines() if line.startswith(FAILED_MARK)]
+    if marks or metrics is not None:  # a metrics.json that is not "finished" says status: failed
+        return EarlierAttempt("failed", folder, metrics, marks[-1] if marks else metrics.get("error", "failed"))
+    if folder is not None and (folder / "checkpoints" / "last.ckpt").is_file():
+        return EarlierAttempt("unfinished", folder)
+    return EarlierAttempt("new")
+
+
+def run_one(planned: PlannedRun, command: list[str], runner: Runner) -> tuple[dict[str, Any], Path | None]:
+    """Train (or resume) one run: its metrics.json (or a failure record naming its log), and its run folder.
+    A failure is also marked in the log, so that the next invocation of the queue skips it; a fit stopped by
+    a signal stops the queue (KeyboardInterrupt), to be resumed by the next invocation."""
     planned.log.parent.mkdir(parents=True, exist_ok=True)
     with open(planned.log, "a") as log:
-        log.write(f"$ {shlex.join(planned.command)}\n")
+        log.write(f"$ {shlex.join(command)}\n")
     start = planned.log.stat().st_size
-    returncode = runner(planned.command, planned.log)
+    returncode = runner(command, planned.log)
+    if returncode in STOPPED:  # the fit itself was signalled (a scheduler signals every process): stop the queue
+        raise KeyboardInterrupt
     with open(planned.log, "rb") as log:
         log.seek(start)
         text = log.read().decode(errors="replace")
@@ -177,10 +228,16 @@ def run_one(planned: PlannedRun, runner: Runner) -> tuple[dict[str, Any], Path |
     metrics, why = read_metrics(folder)
     if returncode == 0 and metrics is not None:
         return metrics, folder
+    error = f"exit code {returncode}" if returncode else why
+    with open(planned.log, "a") as log:
+        log.write(f"\n{FAILED_MARK}{error}\n")
     tail = [line for line in text.splitlines() if line.strip()][-TAIL_LINES:]
+    return failure(planned, error, returncode, tail), folder
+
+
+def failure(planned: PlannedRun, error: str, returncode: int | None, tail: list[str]) -> dict[str, Any]:
     return {"model": planned.model, "recipe": planned.recipe, "seed": planned.seed, "status": "failed",
-            "returncode": returncode, "error": f"exit code {returncode}" if returncode else why,
-            "log": str(planned.log), "log_tail": tail}, folder
+            "returncode": returncode, "error": error, "log": str(planned.log), "log_tail": tail}
 
 
 def failed(result: dict[str, Any]) -> bool:
@@ -222,28 +279,65 @@ def results_table(results: list[dict[str, Any]]) -> str:
     return "\n".join([table, *failures])
 
 
+def queue_command(args: argparse.Namespace) -> str:
+    """The command that continues this queue: the same list, the same flags."""
+    parts = ["python", "-m", "cifar10.bench", "results", "--models", *args.models, "--recipe", args.recipe,
+             "--seeds", *map(str, args.seeds), "--data-dir", str(args.data_dir), "--logdir", str(args.logdir),
+             "--accelerator", args.accelerator]
+    parts += ["--fit-args", args.fit_args] if args.fit_args else []
+    parts += ["--out", str(args.out)] if args.out else []
+    return shlex.join(parts)
+
+
+def next_step(p: PlannedRun, earlier: EarlierAttempt, retry_failed: bool) -> tuple[str, list[str] | None]:
+    """What to do with a planned run: a word for the progress line and the fit command (None: skip it)."""
+    if earlier.state == "done":
+        return f"done earlier (run folder {earlier.folder})", None
+    if earlier.state == "failed" and not retry_failed:
+        return f"failed earlier ({earlier.error}; --retry-failed runs it again)", None
+    if earlier.state == "unfinished":
+        return f"resuming {earlier.last_ckpt}", [*p.command, "--ckpt-path", str(earlier.last_ckpt)]
+    return "training", p.command
+
+
+def skipped_result(p: PlannedRun, earlier: EarlierAttempt) -> dict[str, Any]:
+    if earlier.state == "done":
+        return earlier.metrics
+    return failure(p, earlier.error, None, [])
+
+
+def interrupted(p: PlannedRun, results: list[dict[str, Any]], total: int, args: argparse.Namespace) -> int:
+    done = ", ".join(f"{r['model']} seed {r['seed']}" + (" (failed)" if failed(r) else "") for r in results)
+    print(f"\nInterrupted during {p.name}; {len(results)} of {total} runs finished"
+          f"{': ' + done if done else ''}. Its log: {p.log}\nContinue the queue (finished runs are skipped, the "
+          f"stopped one resumes) with: {queue_command(args)}", file=sys.stderr)
+    if results:
+        print("\n" + results_table(results), file=sys.stderr)
+    return 130
+
+
 def run(args: argparse.Namespace, runner: Runner | None = None) -> int:
     runner = runner or run_command
     planned = plan_runs(args)
+    steps = [next_step(p, earlier_attempt(p), args.retry_failed) for p in planned]
     if args.dry_run:
-        for p in planned:
-            print(f"{shlex.join(p.command)}  # log: {p.log}")
+        for p, (what, command) in zip(planned, steps):
+            print(f"{shlex.join(command)}  # log: {p.log}" if command else f"# {p.name}: {what}")
         return 0
     out = Path(args.out) if args.out else None
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []
-    for index, p in enumerate(planned, start=1):
-        print(f"[{index}/{len(planned)}] training {p.name}, log: {p.log}", file=sys.stderr, flush=True)
+    for index, (p, (what, command)) in enumerate(zip(planned, steps), start=1):
+        print(f"[{index}/{len(planned)}] {p.name}: {what}, log: {p.log}", file=sys.stderr, flush=True)
+        if command is None:
+            results.append(skipped_result(p, earlier_attempt(p)))
+            emit(results[-1], None)  # printed again, not appended to --out a second time
+            continue
         try:
-            result, folder = run_one(p, runner)
+            result, folder = run_one(p, command, runner)
         except KeyboardInterrupt:
-            done = ", ".join(f"{r['model']} seed {r['seed']}" + (" (failed)" if failed(r) else "") for r in results)
-            print(f"\nInterrupted during {p.name}; {len(results)} of {len(planned)} runs finished"
-                  f"{': ' + done if done else ''}. Its log: {p.log}", file=sys.stderr)
-            if results:
-                print("\n" + results_table(results), file=sys.stderr)
-            return 130
+            return interrupted(p, results, len(planned), args)
         results.append(result)
         emit(result, out)
         print(progress(index, len(planned), p, result, folder), file=sys.stderr, flush=True)
