@@ -4,7 +4,7 @@ Each model declares both next to its layers, in its file in cifar10/models/ (`@r
 tutorial=Recipe(...), default=ours(...))`); `recipe(model, name)` reads them from the registry.
 A recipe is a flat dict: the keys ClassifierModule takes (optimizer ... label_smoothing), the data
 module's (batch_size, augment, normalize, val_size) and the Trainer's max_epochs.
-Tutorial recipes take every value the source states (see the issue's table and each model file);
+Tutorial recipes take every value the source states (each model file says which they are);
 unstated ones are the source's usual choice and are marked "unstated" beside them. They add no LR
 schedule the source does not mention. Default recipes use a one-cycle schedule, crop-flip and SGD with
 Nesterov momentum or AdamW, and aim to beat the published accuracy in fewer epochs.

@@ -1,6 +1,6 @@
 """The CNN of the classic PyTorch CIFAR-10 course exercise (Udacity deep-learning-v2-pytorch).
 
-Follows the issue's table: convs of 16, 32, 64 channels each followed by a 2x2 max-pool, dropout 0.25,
+As that exercise gives it: convs of 16, 32, 64 channels each followed by a 2x2 max-pool, dropout 0.25,
 linear 1024-500-10; 72% after 20 epochs (SGD lr 0.01, batch 20, flip-rotate, 20% validation split).
 Inferred as in that exercise: 3x3 padding-1 convs with ReLU (32 -> 16 -> 8 -> 4, so 64 x 4 x 4 = 1024),
 dropout 0.25 before each linear and ReLU after the first.
