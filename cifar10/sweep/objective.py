@@ -11,6 +11,7 @@ import json
 import os
 import shlex
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -125,6 +126,7 @@ def objective(plan: TrialPlan, study: optuna.Study):
         if not budget.has_place(study, trial.number, plan.total):
             budget.release(trial, "beyond --trials")
             raise Surplus()
+        trial.set_user_attr("process", f"{socket.gethostname()}:{os.getpid()}")  # which worker ran it
         values = {p.name: p.suggest(trial) for p in plan.params}
         accs = []
         try:

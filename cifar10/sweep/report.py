@@ -110,8 +110,9 @@ def write_plots(study_dir: Path, study: optuna.Study) -> tuple[list[Path], list[
     written, skipped = [], []
     for name, plot in (("history.png", plot_optimization_history), ("importance.png", plot_param_importances)):
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings():  # "experimental" plots; equal importances when few trials differ
                 warnings.simplefilter("ignore", ExperimentalWarning)
+                warnings.simplefilter("ignore", UserWarning)
                 written.append(save_figure(plot(study), study_dir / name))
         except (ValueError, RuntimeError, ZeroDivisionError) as err:
             skipped.append(f"{name}: {err}")

@@ -67,15 +67,15 @@ def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.RD
     Trial processes open it without a heartbeat: the sweep process that started them records it.
     """
     url = with_driver(url)
-    kwargs: dict[str, Any] = {}
-    if heartbeat_s is not None:
-        kwargs = {"heartbeat_interval": heartbeat_s, "grace_period": GRACE_FACTOR * heartbeat_s,
-                  # inherit the per-epoch values, so a resumed trial is judged on all its epochs
-                  "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
-                      inherit_intermediate_values=True)}
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings():  # heartbeats and retries are "experimental" in Optuna since 2.8
             warnings.simplefilter("ignore", ExperimentalWarning)
+            kwargs: dict[str, Any] = {}
+            if heartbeat_s is not None:
+                kwargs = {"heartbeat_interval": heartbeat_s, "grace_period": GRACE_FACTOR * heartbeat_s,
+                          # inherit the per-epoch values, so a resumed trial is judged on all its epochs
+                          "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
+                              inherit_intermediate_values=True)}
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), **kwargs)
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.OptunaError, ImportError, ValueError,
             OSError) as err:
