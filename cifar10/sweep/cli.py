@@ -237,8 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"{crash}\nThe sweep stopped: fix the cause and run the same command again (this "
                         "trial's place is given back).") from None
     except KeyboardInterrupt:
-        print(f"\nInterrupted: the running trial is queued again; run the same command to continue study "
-              f"{plan.study}.", file=sys.stderr)
+        print(f"\nInterrupted (a trial that was running is queued again, its fit saved): run the same command "
+              f"to continue study {plan.study}.", file=sys.stderr)
         return 130
     show_report(study, args, plan.storage, plan.total)
     return 0
