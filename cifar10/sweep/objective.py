@@ -105,6 +105,7 @@ def run_seed(plan: TrialPlan, trial: optuna.Trial, values: dict[str, Any], seed:
     with open(log, "a") as out:
         out.write(f"$ {shlex.join(command)}\n")
     start = log.stat().st_size
+    # the fit process reopens this trial by its storage id (Optuna's integrations read it the same way)
     spec = {"storage": plan.storage, "study": plan.study, "trial_id": trial._trial_id, "seed": seed,
             "report": report, "pruner": plan.pruner, "parent": os.getpid()}
     code = run_fit(command, log, os.environ | {TRIAL_ENV: json.dumps(spec), "PYTHONUNBUFFERED": "1"})
@@ -136,8 +137,8 @@ def objective(plan: TrialPlan, study: optuna.Study):
             budget.release(trial, str(crash).splitlines()[0])
             raise
         except KeyboardInterrupt:  # queue it again, so the next start resumes its run folders
-            optuna.storages.RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)(
-                study, study._storage.get_trial(trial._trial_id))
+            frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+            optuna.storages.RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)(study, frozen)
             raise
         trial.set_user_attr("val_accs", accs)
         return statistics.fmean(accs)
