@@ -138,7 +138,10 @@ def progress(total: int):
     def show(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if budget.released(trial) and trial.user_attrs[budget.RELEASED].get("why") == "beyond --trials":
             return
-        value = f", best validation accuracy {100 * trial.value:.2f}%" if trial.value is not None else ""
+        value = ""
+        if trial.value is not None:  # a pruned trial's value is its last reported epoch's accuracy
+            what = "best validation accuracy" if trial.state.name == "COMPLETE" else "last validation accuracy"
+            value = f", {what} {100 * trial.value:.2f}%"
         drawn = ", ".join(f"{k}={report.param_text(v)}" for k, v in trial.params.items())
         print(f"[trial {trial.number}, study has {total}] {trial.state.name}{value} ({drawn}) "
               f"{report.note(trial)}".rstrip(), file=sys.stderr, flush=True)
