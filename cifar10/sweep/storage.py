@@ -9,6 +9,8 @@ settings and run folders, which that process then resumes. See Optuna's RDBStora
 monitoring" in its documentation (https://optuna.readthedocs.io/en/stable/reference/generated/optuna.storages.RDBStorage.html).
 """
 
+import random
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ DB_NAME = "optuna.sqlite3"
 # Optuna fails a trial whose last heartbeat is older than the grace period. Its default is twice the
 # interval; on a machine shared by several trainings a process can be starved for seconds, so three.
 GRACE_FACTOR = 3
+ATTEMPTS = 4
 
 
 def default_url(logdir: Path) -> str:
@@ -65,21 +68,36 @@ def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.RD
     """The RDB storage at url; with heartbeat_s, stale trials are failed and queued again.
 
     Trial processes open it without a heartbeat: the sweep process that started them records it.
+    Processes started together on a new database race to create Optuna's tables (the loser meets a
+    unique-constraint error on the schema version), so a database error is tried again a few times.
     """
     url = with_driver(url)
-    try:
-        with warnings.catch_warnings():  # heartbeats and retries are "experimental" in Optuna since 2.8
-            warnings.simplefilter("ignore", ExperimentalWarning)
-            kwargs: dict[str, Any] = {}
-            if heartbeat_s is not None:
-                kwargs = {"heartbeat_interval": heartbeat_s, "grace_period": GRACE_FACTOR * heartbeat_s,
-                          # inherit the per-epoch values, so a resumed trial is judged on all its epochs
-                          "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
-                              inherit_intermediate_values=True)}
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), **kwargs)
-    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.OptunaError, ImportError, ValueError,
-            OSError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"cannot open the study storage {masked(url)}: {reason}. Check the URL (e.g. "
-                        "postgresql://USER:PASSWORD@HOST:PORT/DB), that the database server runs and can be "
-                        "reached from here, or leave out --storage for an SQLite file in the logdir.") from None
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return rdb_storage(url, heartbeat_s)
+        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as err:
+            if attempt == ATTEMPTS:
+                raise_unopened(url, err)
+            time.sleep(random.uniform(0.5, 2.0))
+        except (optuna.exceptions.OptunaError, ImportError, ValueError, OSError) as err:
+            raise_unopened(url, err)
+    raise AssertionError("not reached")
+
+
+def rdb_storage(url: str, heartbeat_s: int | None) -> optuna.storages.RDBStorage:
+    with warnings.catch_warnings():  # heartbeats and retries are "experimental" in Optuna since 2.8
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        kwargs: dict[str, Any] = {}
+        if heartbeat_s is not None:
+            kwargs = {"heartbeat_interval": heartbeat_s, "grace_period": GRACE_FACTOR * heartbeat_s,
+                      # inherit the per-epoch values, so a resumed trial is judged on all its epochs
+                      "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
+                          inherit_intermediate_values=True)}
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), **kwargs)
+
+
+def raise_unopened(url: str, err: BaseException) -> None:
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    raise UserError(f"cannot open the study storage {masked(url)}: {reason}. Check the URL (e.g. "
+                    "postgresql://USER:PASSWORD@HOST:PORT/DB), that the database server runs and can be "
+                    "reached from here, or leave out --storage for an SQLite file in the logdir.") from None
