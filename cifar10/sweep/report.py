@@ -94,12 +94,14 @@ def write_best_yaml(study_dir: Path, study: optuna.Study, trial: FrozenTrial) ->
 
 
 def save_figure(ax: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
     figure = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
     figure.set_size_inches(8, 5)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
-    matplotlib.pyplot.close(figure)
+    plt.close(figure)
     return atomic_write(path, buffer.getvalue())
 
 
