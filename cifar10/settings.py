@@ -222,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     group("--nesterov", action=argparse.BooleanOptionalAction)
     group("--weight-decay", type=float, metavar="F")
     group("--label-smoothing", type=float, metavar="F")
-    group("--schedule", choices=SCHEDULES, help="per step: onecycle, triangle (airbench's), cosine, none")
+    group("--schedule", choices=SCHEDULES, help="per step: onecycle, triangle (airbench's), cosine, linear (airbench94_muon's), none")
     group("--bias-lr-scale", type=float, metavar="F",
           help="BatchNorm biases train at F x lr, with the same weight decay per step")
     group("--tta", choices=TTA_MODES, help="test-time augmentation for the test accuracy")

@@ -70,6 +70,7 @@ EXPECTED_PARAMS = {
     + conv(256, 256, bias=False) + bn(256) + conv(256, 256, bias=False) + bn(256)
     + linear(256, 10, bias=False),
 }
+EXPECTED_PARAMS["speedrun-muon"] = EXPECTED_PARAMS["speedrun"]  # the same layers, trained another way
 
 # Adam (no weight decay, no schedule) learning rate and steps that memorise 16 random-label images;
 # a model not listed is tried with OVERFIT_DEFAULT.
@@ -84,6 +85,7 @@ OVERFIT = {
     "cnn-bn": (1e-3, 16),
     "resnet18": (1e-3, 8),
     "speedrun": (1e-2, 12),
+    "speedrun-muon": (3e-2, 25),  # its head divides by 256, not 9: a larger step
 }
 SLOW = {"resnet18"}
 

@@ -14,8 +14,8 @@ from cifar10.errors import UserError
 from cifar10.lightning_internals import HOOK_NAME_ATTR
 from cifar10.recipes import Recipe
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("onecycle", "triangle", "cosine", "none")
+OPTIMIZERS = ("sgd", "adam", "adamw", "muon")  # muon: only models that define its groups (speedrun-muon)
+SCHEDULES = ("onecycle", "triangle", "cosine", "linear", "none")
 TTA_MODES = ("none", "flip", "flip-shift")
 # 2: the learning-rate schedule is a LambdaLR (1: OneCycleLR or CosineAnnealingLR, whose saved state a
 # LambdaLR cannot load: format-1 checkpoints are read by evaluate, predict and export, but not resumed)
@@ -240,10 +240,12 @@ def lr_factor(schedule: str, total_steps: int) -> Callable[[int], float]:
 
     onecycle: cosine from 1/25 up to the peak at 30% of the run, then cosine down to 1/25e4 (the shape of
     PyTorch's OneCycleLR). triangle (airbench's): linear from 0.2 up to the peak at 23%, then linear down
-    to 0.07. cosine: from the peak down to 0. Steps past the end keep the last value.
+    to 0.07. cosine: from the peak down to 0. linear (airbench94_muon's): straight from the peak down to 0.
+    Steps past the end keep the last value.
     """
-    if schedule == "cosine":
-        return lambda step: cosine_between(1.0, 0.0, min(step, total_steps) / total_steps)
+    if schedule in ("cosine", "linear"):
+        curve = cosine_between if schedule == "cosine" else linear_between
+        return lambda step: curve(1.0, 0.0, min(step, total_steps) / total_steps)
     rise, start, end, curve = ONE_CYCLES[schedule]
     top = rise * total_steps - 1  # the peak's step, as OneCycleLR places it
 
@@ -278,6 +280,9 @@ def build_optimizer(hp, net: nn.Module, total_steps: float):
     The schedule is a LambdaLR whose function (not saved in checkpoints) knows the run's length, so a run
     resumed with more epochs follows the schedule of its new length from the step it stopped at.
     """
+    if hp.optimizer == "muon":
+        raise UserError("the muon optimizer needs a model that says which of its weights Muon trains and which "
+                        "SGD does (speedrun-muon); for this model choose sgd, adam or adamw.")
     groups = parameter_groups(net, hp.bias_lr_scale, hp.lr, hp.weight_decay)
     if hp.optimizer == "sgd":
         opt = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov,
