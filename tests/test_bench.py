@@ -126,3 +126,47 @@ def test_airbench_trains_on_the_cpu_in_32_bit_on_our_images(data_dir, capsys, mo
     assert 0 <= result["acc"] <= 1 and 0 <= result["acc_tta"] <= 1
     rows = [line for line in out.splitlines() if line.startswith("|") and "epoch" not in line]
     assert [row.split("|")[2].strip() for row in rows] == ["0", "1", "eval"]  # airbench's own per-epoch table
+
+
+@pytest.fixture
+def peer_folder(data_dir, tmp_path):
+    from cifar10.bench.speedrun import prepare_airbench_data
+    prepare_airbench_data(data_dir, tmp_path / "peer" / "cifar10")
+    return tmp_path / "peer"
+
+
+@pytest.mark.slow
+def test_airbench94_muon_itself_trains_on_the_cpu_in_float32(peer_folder, monkeypatch):
+    """The peer script's own main, once, 8 epochs of 3 batches of 100 here; its Newton-Schulz step in float32."""
+    from cifar10.bench import airbench_muon
+    dtypes = []
+    float32_step = airbench_muon.float32_newton_schulz
+    monkeypatch.setattr(airbench_muon, "float32_newton_schulz", lambda peer: (
+        lambda G, steps=3, eps=1e-7: dtypes.append(G.dtype) or float32_step(peer)(G, steps, eps)))
+    done = airbench_muon.airbench94_muon(peer_folder, 0, batch_size=100)
+    assert [row["epoch"] for row in done["epochs"]] == list(range(8)) and done["steps"] == 24
+    assert 0 <= done["acc"] <= 1 and 0 <= done["acc_tta"] <= 1 and done["train_s"] > 0
+    assert len(dtypes) == 24 * 6 and set(dtypes) == {torch.float32}  # six conv filters a step, all float32
+
+
+def test_airbench_cpu_without_the_peer_script_says_where_it_is_kept(data_dir, tmp_path, capsys):
+    assert main(["airbench-cpu", "--peer", "airbench94_muon", "--data-dir", data_dir,
+                 "--peer-script", str(tmp_path / "missing.py")]) == 2
+    assert "../shared/peers/airbench94_muon" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_speedrun_muon_beside_airbench94_muon_on_the_cpu(data_dir, capsys, monkeypatch):
+    """The first 8 steps of speedrun-muon beside 8 epochs of one batch of airbench94_muon (batches of 100 here)."""
+    import functools
+
+    from cifar10.bench import airbench_muon
+    monkeypatch.setattr(airbench_muon, "airbench94_muon", functools.partial(airbench_muon.airbench94_muon,
+                                                                            batch_size=100))
+    assert main(["speedrun", "--accelerator", "cpu", "--steps", "8", "--seeds", "1", "--compare", "airbench94_muon",
+                 "--data-dir", data_dir, "--fit-args", "--batch-size 100"]) == 0
+    result = last_json_line(capsys)
+    assert result["model"] == "speedrun-muon" and result["ours"]["steps"] == [8]
+    assert result["airbench94_muon"]["steps"] == [8]  # 8 epochs of ceil(8 / 8) batch
+    ours, theirs = result["ours"], result["airbench94_muon"]
+    assert result["step_ratio"] == pytest.approx((ours["mean_train_s"] / 8) / (theirs["mean_train_s"] / 8), rel=0.01)

@@ -193,7 +193,7 @@ def test_two_process_ddp_matches_one_process_at_the_same_global_batch(tiny_archi
     reduction would fail), and Muon and SGD step on gradients averaged over both processes. BatchNorm
     normalises each rank's half batch on its own (SyncBatchNorm needs a GPU), so the weights differ a little
     from one process's; the accuracies agree as the DDP test of mlp asks."""
-    flags = ("--tta", "none", "--augment", "none")
+    flags = ("--tta", "none", "--augment", "none", "--lr", "0.01")  # a slower start: the tiny task stays unsolved
     ddp = fit_in_subprocess(tiny_archive, tmp_path, "ddp", "--devices", "2", "--strategy", "ddp",
                             "--batch-size", "30", *flags)
     single = fit_in_subprocess(tiny_archive, tmp_path, "single", "--devices", "1", "--batch-size", "60", *flags)

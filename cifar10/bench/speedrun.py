@@ -13,15 +13,24 @@ last one partial, 490 steps.)
 `--accelerator cpu` runs both in 32-bit on the CPU (airbench94's own code, its CUDA calls pointed at the
 CPU, as in `bench airbench-cpu`), where a full run takes over an hour: `--steps N` then times the first N training steps of each, for
 their time per step side by side (the accuracy after so few steps means nothing).
+
+`--compare airbench94_muon` races `speedrun-muon` against airbench94_muon.py itself (the 2025 record, kept
+in ../shared/peers/), on the CPU in float32 through `cifar10.bench.airbench_muon`; both train 8 epochs of
+25 batches (200 steps). With `--steps N` ours trains its first N steps, the peer 8 epochs of ceil(N/8)
+batches. The JSON line gives `time_ratio` (ours / theirs, training seconds) and `step_ratio` (the same per
+training step).
 """
 
 import argparse
 import contextlib
 import json
+import math
 import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
@@ -36,7 +45,11 @@ from cifar10.errors import UserError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default="data", help="folder holding (or to receive) cifar-10-batches-py")
     parser.add_argument("--seeds", type=int, default=5, help="runs per side, seeds 0..N-1")
-    parser.add_argument("--compare", choices=("airbench",), help="also run airbench94 on the same device and data")
+    parser.add_argument("--compare", choices=tuple(PEERS),
+                        help="also run a record holder on the same device and data: airbench (airbench94, beside "
+                             "speedrun) or airbench94_muon (beside speedrun-muon; CPU only here)")
+    parser.add_argument("--peer-script", type=Path, default=None,
+                        help="airbench94_muon.py (default: ../shared/peers/airbench94_muon/ beside the checkout)")
     parser.add_argument("--fit-args", default="", help="extra fit flags for our side, e.g. '--compile'")
     parser.add_argument("--accelerator", choices=("gpu", "cpu"), default="gpu",
                         help="gpu (default): ours as fit runs it there, airbench94 in its 16-bit; cpu: both in 32-bit")
@@ -60,12 +73,13 @@ def import_airbench():
     return airbench
 
 
-def ours(data_dir: str, seed: int, logdir: Path, extra: list[str], accelerator: str = "gpu") -> dict:
-    args = ["--model", "speedrun", "--accelerator", accelerator, "--data-dir", data_dir, "--seed", str(seed),
+def ours(data_dir: str, seed: int, logdir: Path, extra: list[str], accelerator: str = "gpu",
+         model: str = "speedrun") -> dict:
+    args = ["--model", model, "--accelerator", accelerator, "--data-dir", data_dir, "--seed", str(seed),
             "--logdir", str(logdir), *extra]
     if fit.main(args) != 0:
-        raise UserError(f"our speedrun fit failed: python -m cifar10.fit {' '.join(args)}")
-    run = sorted((logdir / "speedrun").iterdir(), key=lambda p: int(p.name.split("_")[1]))[-1]
+        raise UserError(f"our {model} fit failed: python -m cifar10.fit {' '.join(args)}")
+    run = sorted((logdir / model).iterdir(), key=lambda p: int(p.name.split("_")[1]))[-1]
     metrics = json.loads((run / "metrics.json").read_text())
     return {"acc": metrics["test_acc"], "train_s": metrics["train_time_s"], "wall_s": metrics["wall_time_s"]}
 
@@ -163,38 +177,73 @@ def summarise(runs: list[dict]) -> dict:
         k: [round(r[k], 4) for r in runs] for k in keys}
 
 
+def train_airbench94(args: argparse.Namespace, folder: Path, seed: int) -> dict:
+    airbench = import_airbench()
+    with on_cpu(airbench) if args.accelerator == "cpu" else contextlib.nullcontext():
+        return airbench94(airbench, folder, seed, steps=args.steps) | {"steps": args.steps or 476}
+
+
+def train_airbench94_muon(args: argparse.Namespace, folder: Path, seed: int) -> dict:
+    """airbench94_muon.py's own main, on the CPU in float32 (cifar10.bench.airbench_muon); with --steps N its 8
+    epochs keep ceil(N / 8) batches each, so it takes the first 8 x ceil(N / 8) steps' worth of work."""
+    from cifar10.bench.airbench_muon import EPOCHS, PEER_SCRIPT, airbench94_muon
+    if args.accelerator != "cpu":
+        raise UserError("--compare airbench94_muon runs the script on the CPU here; on a GPU run "
+                        "airbench94_muon.py itself beside `python -m cifar10.fit --model speedrun-muon`.")
+    limit = math.ceil(args.steps / EPOCHS) if args.steps else None
+    done = airbench94_muon(folder, seed, args.peer_script or PEER_SCRIPT, limit_batches=limit)
+    return {key: done[key] for key in ("acc", "acc_tta", "train_s", "steps")}
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A record holder to race: its name in the JSON line, our model beside it, and one training of it."""
+
+    label: str
+    model: str
+    train: Callable[[argparse.Namespace, Path, int], dict]  # (args, folder holding cifar10/, seed) -> figures
+
+
+PEERS = {"airbench": Peer("airbench94", "speedrun", train_airbench94),
+         "airbench94_muon": Peer("airbench94_muon", "speedrun-muon", train_airbench94_muon)}
+OURS_WHOLE_RUN_STEPS = {"speedrun": 490, "speedrun-muon": 200}  # 10 epochs of 49 batches; 8 of 25
+
+
 def run(args: argparse.Namespace) -> int:
     on_gpu = args.accelerator == "gpu"
     if on_gpu:
         require_cuda()
-    airbench = import_airbench() if args.compare else None
+    peer = PEERS[args.compare] if args.compare else None
+    if peer is PEERS.get("airbench"):
+        import_airbench()  # a missing package is an error before anything trains
+    model = peer.model if peer else "speedrun"
     extra = args.fit_args.split()
     if args.steps is not None:
         extra += ["--max-epochs", "1", "--limit-train-batches", str(args.steps)]
 
     def train_ours(seed: int, logdir: Path, *more: str) -> dict:
-        return ours(args.data_dir, seed, logdir, [*extra, *more], args.accelerator)
-
-    def train_airbench(folder: Path, seed: int) -> dict:
-        with on_cpu(airbench) if not on_gpu else contextlib.nullcontext():
-            return airbench94(airbench, folder, seed, steps=args.steps)
+        return ours(args.data_dir, seed, logdir, [*extra, *more], args.accelerator, model) | {
+            "steps": args.steps or OURS_WHOLE_RUN_STEPS[model]}
 
     result = {"device": torch.cuda.get_device_name() if on_gpu else f"cpu ({torch.get_num_threads()} threads)",
-              "torch": torch.__version__, "seeds": args.seeds, "steps": args.steps, "fit_args": args.fit_args}
+              "torch": torch.__version__, "model": model, "seeds": args.seeds, "steps": args.steps,
+              "fit_args": args.fit_args}
+    runs = {"ours": []} | ({peer.label: []} if peer else {})
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         train_ours(0, tmp / "warmup", "--max-epochs", "1")
-        if airbench:
-            prepare_airbench_data(args.data_dir, tmp / "airbench" / "cifar10")
-            train_airbench(tmp / "airbench", 0)  # warm-up
-        runs = {"ours": [], "airbench94": []}
+        if peer:
+            prepare_airbench_data(args.data_dir, tmp / "peer" / "cifar10")
+            peer.train(args, tmp / "peer", 0)  # warm-up
         for seed in range(args.seeds):  # alternating, so that a slow spell of the machine hits both sides
             runs["ours"].append(train_ours(seed, tmp / "ours"))
-            if airbench:
-                runs["airbench94"].append(train_airbench(tmp / "airbench", seed))
-    result["ours"] = summarise(runs["ours"])
-    if airbench:
-        result["airbench94"] = summarise(runs["airbench94"])
-        result["time_ratio"] = round(result["ours"]["mean_train_s"] / result["airbench94"]["mean_train_s"], 3)
+            if peer:
+                runs[peer.label].append(peer.train(args, tmp / "peer", seed))
+    result |= {side: summarise(side_runs) for side, side_runs in runs.items()}
+    if peer:
+        theirs = result[peer.label]
+        result["time_ratio"] = round(result["ours"]["mean_train_s"] / theirs["mean_train_s"], 3)
+        result["step_ratio"] = round((result["ours"]["mean_train_s"] / result["ours"]["mean_steps"])
+                                     / (theirs["mean_train_s"] / theirs["mean_steps"]), 3)
     print(json.dumps(result))
     return 0
