@@ -141,8 +141,12 @@ def test_airbench94_muon_itself_trains_on_the_cpu_in_float32(peer_folder, monkey
     from cifar10.bench import airbench_muon
     dtypes = []
     float32_step = airbench_muon.float32_newton_schulz
-    monkeypatch.setattr(airbench_muon, "float32_newton_schulz", lambda peer: (
-        lambda G, steps=3, eps=1e-7: dtypes.append(G.dtype) or float32_step(peer)(G, steps, eps)))
+
+    def spy(peer):
+        step = float32_step(peer)  # taken before the script's own step is patched
+        return lambda G, steps=3, eps=1e-7: dtypes.append(G.dtype) or step(G, steps, eps)
+
+    monkeypatch.setattr(airbench_muon, "float32_newton_schulz", spy)
     done = airbench_muon.airbench94_muon(peer_folder, 0, batch_size=100)
     assert [row["epoch"] for row in done["epochs"]] == list(range(8)) and done["steps"] == 24
     assert 0 <= done["acc"] <= 1 and 0 <= done["acc_tta"] <= 1 and done["train_s"] > 0

@@ -193,7 +193,7 @@ def test_two_process_ddp_matches_one_process_at_the_same_global_batch(tiny_archi
     reduction would fail), and Muon and SGD step on gradients averaged over both processes. BatchNorm
     normalises each rank's half batch on its own (SyncBatchNorm needs a GPU), so the weights differ a little
     from one process's; the accuracies agree as the DDP test of mlp asks."""
-    flags = ("--tta", "none", "--augment", "none", "--lr", "0.01")  # a slower start: the tiny task stays unsolved
+    flags = ("--tta", "none", "--augment", "none")
     ddp = fit_in_subprocess(tiny_archive, tmp_path, "ddp", "--devices", "2", "--strategy", "ddp",
                             "--batch-size", "30", *flags)
     single = fit_in_subprocess(tiny_archive, tmp_path, "single", "--devices", "1", "--batch-size", "60", *flags)
@@ -201,4 +201,4 @@ def test_two_process_ddp_matches_one_process_at_the_same_global_batch(tiny_archi
     assert ddp_metrics["device"].startswith("cpu x2") and ddp_metrics["epochs"] == single_metrics["epochs"] == 4
     assert ddp_metrics["test_acc"] == pytest.approx(single_metrics["test_acc"], abs=0.02)
     assert ddp_metrics["best_val_acc"] == pytest.approx(single_metrics["best_val_acc"], abs=0.02)
-    assert 0.2 < single_metrics["test_acc"] < 1.0, single_metrics
+    assert single_metrics["test_acc"] > 0.5, single_metrics  # both learned (this tiny task is easy for it)
