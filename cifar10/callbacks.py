@@ -1,4 +1,4 @@
-"""Lightning callbacks of the fit command (per-batch seeding, throughput, an image grid, a progress bar),
+"""Lightning callbacks of the fit command (per-batch seeding, throughput, an image grid, the curves, a progress bar),
 and the profiler its Trainer runs with."""
 
 import time
@@ -10,8 +10,9 @@ import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.profilers import PassThroughProfiler
 
+from cifar10 import loggers
 from cifar10.data.datamodule import GLOBAL_STREAM, stream_seed
-from cifar10.reporting import labelled_grid
+from cifar10.reporting import CURVE_TAGS, labelled_grid
 
 
 class BatchSeed(L.Callback):
@@ -96,7 +97,8 @@ class Throughput(L.Callback):
 
 
 class AugmentedImages(L.Callback):
-    """Log the first augmented training batch once, as a grid of images labelled with their class names.
+    """Log the first augmented training batch once, as a grid of images labelled with their class names, to
+    every logger that takes images (cifar10.loggers decides how).
 
     The batch arrives as augmented uint8 pixels (the model normalises its own input).
     """
@@ -108,12 +110,12 @@ class AugmentedImages(L.Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
-        if self.logged or trainer.logger is None or not trainer.is_global_zero:
+        if self.logged or not trainer.loggers or not trainer.is_global_zero:
             return
         self.logged = True
         images, labels = batch[0][: self.max_images], batch[1][: self.max_images]
         names = [trainer.datamodule.class_names[i] for i in labels.tolist()]
-        trainer.logger.experiment.add_image(self.tag, labelled_grid(images, names), global_step=trainer.global_step)
+        loggers.log_image(trainer.loggers, self.tag, labelled_grid(images, names), trainer.global_step)
 
 
 class ProgressBar(TQDMProgressBar):
@@ -151,6 +153,29 @@ class RunRecord(L.Callback):
 
     def state_dict(self) -> dict[str, Any]:
         return self.record
+
+
+class EpochCurves(L.Callback):
+    """Each epoch's train and validation loss and accuracy ({tag: {epoch: value}}), kept in the checkpoint so a
+    resumed run has every epoch: metrics.json's `curves`, what evaluate draws whichever loggers the run had.
+
+    Read at the epoch's end, after its validation, where Lightning has computed the epoch's values anyway.
+    """
+
+    def __init__(self, tags: tuple[str, ...] = tuple(CURVE_TAGS)) -> None:
+        self.tags = tags
+        self.curves: dict[str, dict[str, float]] = {}  # epoch numbers as strings: JSON's keys
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"curves": self.curves}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.curves = {tag: dict(values) for tag, values in state["curves"].items()}
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for tag in self.tags:
+            if (value := trainer.callback_metrics.get(tag)) is not None:
+                self.curves.setdefault(tag, {})[str(trainer.current_epoch)] = float(value)
 
 
 class NoProfiler(PassThroughProfiler):

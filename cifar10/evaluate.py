@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = CliParser(prog="python -m cifar10.evaluate",
                        description="Test a checkpoint on the CIFAR-10 test set: print accuracy, accuracy per "
                        "class and the confusion matrix, and write confusion_matrix.png, per_class_accuracy.png, "
-                       "misclassified.png, curves.png (from the run's TensorBoard logs) and report.json.")
+                       "misclassified.png, curves.png (from the run's metrics.json, metrics.csv or TensorBoard logs) and report.json.")
     add = parser.add_argument
     add("--ckpt", required=True, metavar="PATH", help="checkpoint written by `python -m cifar10.fit`")
     add("--data-dir", default="data", metavar="DIR", help="where CIFAR-10 is (or gets) downloaded (default data)")
@@ -105,7 +105,7 @@ def write_report(out: Path, result: Evaluation, meta: Meta, ckpt: Path, tta: str
         try:
             make().savefig(out / name, dpi=100)
             written.append(name)
-        except LookupError as err:  # only curves: a checkpoint without its run's TensorBoard logs
+        except LookupError as err:  # only curves: a checkpoint without its run's record beside it
             print(f"note: {err}; {name} skipped.", file=sys.stderr)
     report = {"checkpoint": str(ckpt), "model": meta.model, "tta": tta, "n_images": result.n_images,
               "acc": result.acc, "per_class_acc": result.per_class_acc, "class_names": meta.class_names,

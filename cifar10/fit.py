@@ -1,4 +1,5 @@
-"""`python -m cifar10.fit`: train one model with a recipe, log to TensorBoard, test the best checkpoint.
+"""`python -m cifar10.fit`: train one model with a recipe, log it (TensorBoard by default; `cifar10.loggers`), test
+the best checkpoint.
 
 Its flags, their layers and sections are `cifar10.settings`; `build_run` turns the sections into the
 Trainer, DataModule, model and callbacks (what the benchmarks time too).
@@ -29,11 +30,12 @@ import lightning as L  # noqa: E402
 import torch  # noqa: E402
 from lightning.fabric.utilities.exceptions import MisconfigurationException  # noqa: E402
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint  # noqa: E402
-from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
+from lightning.pytorch.loggers import Logger  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
 
-from cifar10 import reporting, runs  # noqa: E402
-from cifar10.callbacks import AugmentedImages, BatchSeed, NoProfiler, ProgressBar, RunRecord, Throughput  # noqa: E402
+from cifar10 import loggers, reporting, runs  # noqa: E402
+from cifar10.callbacks import (AugmentedImages, BatchSeed, EpochCurves, NoProfiler, ProgressBar, RunRecord,  # noqa: E402
+                               Throughput)
 from cifar10.data import CIFAR10DataModule  # noqa: E402
 from cifar10.errors import UserError, exits_cleanly  # noqa: E402
 from cifar10.files import AtomicCheckpointIO  # noqa: E402
@@ -57,16 +59,22 @@ def make_model(s: Settings, dm: CIFAR10DataModule) -> ClassifierModule:
     return model
 
 
-def make_logger(s: Settings, resume: runs.ResumePoint | None) -> TensorBoardLogger:
-    if resume and resume.run_dir:  # continue in the run folder the checkpoint came from
-        run = resume.run_dir
-        return TensorBoardLogger(save_dir=run.parent.parent, name=run.parent.name, version=resume.version,
-                                 default_hp_metric=False)
+def run_folder(s: Settings, resume: runs.ResumePoint | None) -> Path:
+    """`<logdir>/<model>/version_N`, TensorBoard's layout whichever loggers run: the folder the resumed checkpoint
+    came from, else a version of its own."""
+    if resume and resume.run_dir:
+        return resume.run_dir
     version = runs.claim_version(Path(s.run.logdir), s.run.model, rank_zero_only.rank)
-    return TensorBoardLogger(save_dir=s.run.logdir, name=s.run.model, version=version, default_hp_metric=False)
+    return Path(s.run.logdir) / s.run.model / f"version_{version}"
 
 
-def make_trainer(s: Settings, logger: TensorBoardLogger, callbacks: list[L.Callback], **overrides: Any) -> L.Trainer:
+def make_logger(s: Settings, resume: runs.ResumePoint | None, run_dir: Path) -> list[Logger]:
+    """The --logger loggers, continuing the MLflow / W&B runs of the resumed checkpoint."""
+    return loggers.build_loggers(s.run, run_dir, resume.logger_runs if resume else {})
+
+
+def make_trainer(s: Settings, logger: Logger | list[Logger], callbacks: list[L.Callback],
+                 **overrides: Any) -> L.Trainer:
     try:
         return L.Trainer(**{
             **s.trainer.trainer_kwargs(), "logger": logger, "callbacks": callbacks, "default_root_dir": s.run.logdir,
@@ -136,21 +144,27 @@ def summary(metrics: dict[str, Any]) -> str:
                                                                                     classes)
 
 
-def log_report(logger: TensorBoardLogger, step: int, s: Settings, metrics: dict[str, Any],
-               results: dict[str, Any], class_names: list[str]) -> None:
-    """Test figures and the hyper-parameters with their final metrics (the HPARAMS tab)."""
-    experiment = logger.experiment
-    experiment.add_figure("test/per_class_accuracy",
-                          reporting.per_class_accuracy_figure(metrics["per_class_acc"]), global_step=step)
-    experiment.add_figure("test/confusion_matrix",
-                          reporting.confusion_matrix_figure(results["confusion"], class_names), global_step=step)
+def logged_params(s: Settings, model: ClassifierModule) -> dict[str, Any]:
+    """The hyper-parameters every logger gets: the HPARAMS view of the settings and the parameter count."""
+    return s.hparams_view() | {"params": sum(p.numel() for p in model.parameters())}
+
+
+def log_report(logs: list[Logger], step: int, s: Settings, metrics: dict[str, Any],
+               results: dict[str, Any], class_names: list[str], run_dir: Path) -> None:
+    """Test figures, the final metrics (with the hyper-parameters where a logger shows them together, as
+    TensorBoard's HPARAMS tab does) and, with --log-checkpoints, the checkpoints as artifacts."""
     wrong = results["misclassified"]
-    experiment.add_figure("test/misclassified", reporting.misclassified_figure(
-        wrong["images"], wrong["preds"], wrong["targets"], class_names), global_step=step)
+    loggers.log_figures(logs, {
+        "test/per_class_accuracy": reporting.per_class_accuracy_figure(metrics["per_class_acc"]),
+        "test/confusion_matrix": reporting.confusion_matrix_figure(results["confusion"], class_names),
+        "test/misclassified": reporting.misclassified_figure(wrong["images"], wrong["preds"], wrong["targets"],
+                                                             class_names)}, step)
     params = s.hparams_view() | {"params": metrics["params"]}
-    logger.log_hyperparams(params, metrics={"hp/test_acc": metrics["test_acc"],
-                                            "hp/best_val_acc": metrics["best_val_acc"] or 0.0})
-    logger.finalize("success")
+    loggers.log_final(logs, params, {"hp/test_acc": metrics["test_acc"],
+                                     "hp/best_val_acc": metrics["best_val_acc"] or 0.0}, step)
+    if s.run.log_checkpoints:
+        saved = [run_dir / "checkpoints" / name for name in ("best.ckpt", "last.ckpt")]
+        loggers.log_files(logs, [path for path in saved if path.is_file()], "checkpoints")
 
 
 def fit(s: Settings, resume: runs.ResumePoint | None, extra_callbacks: Sequence[L.Callback]) -> int:
@@ -160,25 +174,32 @@ def fit(s: Settings, resume: runs.ResumePoint | None, extra_callbacks: Sequence[
         warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
         # the DataModule resumes a mid-epoch checkpoint itself (it skips the batches done; see its state_dict)
         warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
-    logger = make_logger(s, resume)
-    run_dir = Path(logger.log_dir)
+    loggers.check_available(s.run.logger)  # a missing package: before any folder is made
+    run_dir = run_folder(s, resume)
+    logs: list[Logger] = []
+    status = "failed"  # how the loggers' runs end: success, failed, or killed (stopped, to be resumed)
     try:
-        with runs.version_shared_with_children(logger.version):
-            return train_and_test(s, resume, extra_callbacks, logger, run_dir)
+        logs = make_logger(s, resume, run_dir)
+        with runs.version_shared_with_children(int(run_dir.name.removeprefix("version_"))):
+            code = train_and_test(s, resume, extra_callbacks, logs, run_dir)
+        status = "success"
+        return code
     except NonFiniteLoss as err:
         if rank_zero_only.rank == 0:
             runs.write_metrics(run_dir, {"model": s.run.model, "status": "failed", "error": str(err),
                                          "settings": s.flat()})
-            logger.finalize("failed")
         raise UserError(f"{err} Run folder: {run_dir} (metrics.json says status: failed).") from None
     except StopRequested as stop:
+        status = "killed"
         return stopped(s, stop, run_dir)
     except StoppedAtOnce:
+        status = "killed"
         last = run_dir / "checkpoints" / "last.ckpt"
         kept = f"{last} is the one saved last before it" if last.is_file() else "no checkpoint was saved"
         print(f"\nStopped at once (second Ctrl-C); {kept}.", file=sys.stderr)
         return 130
     finally:  # stopped or failed before anything was written (bad settings, no data, an early signal)
+        loggers.close(logs, status)
         with contextlib.suppress(OSError):
             run_dir.rmdir()  # removes the claimed folder only while it is still empty
 
@@ -190,24 +211,26 @@ class FitCallbacks:
     stop: StopOnSignal
     best: ModelCheckpoint
     throughput: Throughput
+    curves: EpochCurves
     all: list[L.Callback]
 
 
 def fit_callbacks(s: Settings, run_dir: Path, extra: Sequence[L.Callback] = ()) -> FitCallbacks:
     best, last = checkpoint_callbacks(run_dir / "checkpoints")
-    throughput, stop = Throughput(), StopOnSignal(run_dir / "checkpoints" / "last.ckpt")
-    return FitCallbacks(stop, best, throughput, [
+    throughput, stop, curves = Throughput(), StopOnSignal(run_dir / "checkpoints" / "last.ckpt"), EpochCurves()
+    return FitCallbacks(stop, best, throughput, curves, [
         stop,  # first: it stops at a batch's start, before the other callbacks' per-batch work
         best, last, LearningRateMonitor(logging_interval="step"), BatchSeed(s.run.seed), throughput, AugmentedImages(),
-        FiniteLoss(), RunRecord(s.run_record()),
+        FiniteLoss(), RunRecord(s.run_record()), curves,
         ProgressBar(), *extra])
 
 
-def build_run(s: Settings, logger: TensorBoardLogger, run_dir: Path, extra_callbacks: Sequence[L.Callback] = (),
+def build_run(s: Settings, logger: Logger | list[Logger], run_dir: Path, extra_callbacks: Sequence[L.Callback] = (),
               **trainer_overrides: Any) -> tuple[L.Trainer, CIFAR10DataModule, ClassifierModule, FitCallbacks]:
     """Trainer, DataModule (data read), model and callbacks of a fit from resolved settings; what `fit`
     runs, and what the benchmarks time. `trainer_overrides` go to L.Trainer (benchmarks shorten runs)."""
-    callbacks = fit_callbacks(s, run_dir, extra_callbacks)
+    logs = logger if isinstance(logger, list) else [logger]
+    callbacks = fit_callbacks(s, run_dir, [*extra_callbacks, loggers.LoggerRuns(logs)])
     trainer = make_trainer(s, logger, callbacks.all, **trainer_overrides)  # before the download: bad settings fail fast
     dm = make_datamodule(s)
     dm.prepare_data()
@@ -217,12 +240,15 @@ def build_run(s: Settings, logger: TensorBoardLogger, run_dir: Path, extra_callb
 
 
 def train_and_test(s: Settings, resume: runs.ResumePoint | None, extra_callbacks: Sequence[L.Callback],
-                   logger: TensorBoardLogger, run_dir: Path) -> int:
-    trainer, dm, model, callbacks = build_run(s, logger, run_dir, extra_callbacks)
+                   logs: list[Logger], run_dir: Path) -> int:
+    trainer, dm, model, callbacks = build_run(s, logs, run_dir, extra_callbacks)
     stop, best, throughput = callbacks.stop, callbacks.best, callbacks.throughput
     rank_zero_only(print)(f"run folder: {run_dir}" + (f" (resuming {resume.ckpt})" if resume else ""))
+    if rank_zero_only.rank == 0:
+        loggers.log_hyperparams(logs, logged_params(s, model))
     lightning_call(trainer, stop, "fit", model, datamodule=dm, ckpt_path=resume.ckpt if resume else None)
     wall_time = throughput.wall_s  # of the whole run, earlier sessions included when resumed
+    curves = dict(callbacks.curves.curves)  # before the test, whose checkpoint loads the curves it was saved with
     if stop.requested is not None:  # during the last validation: training is complete and saved
         raise StopRequested(stop.requested, None)
 
@@ -239,9 +265,10 @@ def train_and_test(s: Settings, resume: runs.ResumePoint | None, extra_callbacks
         "recipe": s.run.recipe, "seed": s.run.seed, "precision": s.trainer.precision, "device": device_name(trainer),
         "best_ckpt": best.best_model_path, "tested": tested or "final weights",
         "resumed_from": str(resume.ckpt) if resume else None, "status": "finished", "settings": s.flat(),
+        "curves": curves, "logger_runs": loggers.LoggerRuns(logs).state_dict(),
     }
     if trainer.is_global_zero:
-        log_report(logger, trainer.global_step, s, metrics, results, list(dm.class_names))
+        log_report(logs, trainer.global_step, s, metrics, results, list(dm.class_names), run_dir)
         runs.write_metrics(run_dir, metrics)
         print("\n" + summary(metrics) + f"\n\nrun folder: {run_dir}")
     return 0

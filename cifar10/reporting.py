@@ -5,6 +5,8 @@ nothing accumulates in memory between calls; the grid of training images a run l
 step is drawn with PIL instead (`labelled_grid`), as that one is paid for inside training.
 """
 
+import csv
+import json
 import math
 import re
 from collections.abc import Sequence
@@ -125,6 +127,39 @@ def misclassified_figure(images_uint8: torch.Tensor, preds: torch.Tensor, target
 
 
 def read_curves(run_dir: Path) -> dict[str, dict[int, float]]:
+    """Per-epoch train/val loss and accuracy of a run, from its own record whichever loggers it had:
+    metrics.json's `curves`, else the CSV logger's metrics.csv, else the TensorBoard event files."""
+    for reader in (curves_from_metrics_json, curves_from_csv, curves_from_events):
+        if curves := reader(Path(run_dir)):
+            return curves
+    return {}
+
+
+def curves_from_metrics_json(run_dir: Path) -> dict[str, dict[int, float]]:
+    try:
+        saved = json.loads((run_dir / "metrics.json").read_text()).get("curves") or {}
+    except (OSError, ValueError):
+        return {}
+    return {tag: {int(epoch): float(v) for epoch, v in values.items()} for tag, values in saved.items()
+            if tag in CURVE_TAGS and values}
+
+
+def curves_from_csv(run_dir: Path) -> dict[str, dict[int, float]]:
+    """metrics.csv rows (Lightning's CSVLogger: a `step` and an `epoch` column, empty cells for tags not logged)."""
+    try:
+        with open(run_dir / "metrics.csv", newline="") as file:
+            rows = list(csv.DictReader(file))
+    except OSError:
+        return {}
+    curves: dict[str, dict[int, float]] = {}
+    for row in rows:
+        for tag in CURVE_TAGS.keys() & row.keys():
+            if row[tag] and row.get("epoch"):
+                curves.setdefault(tag, {})[int(float(row["epoch"]))] = float(row[tag])
+    return curves
+
+
+def curves_from_events(run_dir: Path) -> dict[str, dict[int, float]]:
     """Per-epoch values of the train/val loss and accuracy tags in the event files directly in `run_dir`.
 
     Steps map to epochs through the 'epoch' scalar Lightning logs alongside; without it the n-th value
@@ -148,7 +183,8 @@ def curves_figure(run_dir: Path) -> Figure:
     """Train and validation loss and accuracy per epoch; LookupError when the run has no such events."""
     curves = read_curves(run_dir)
     if not curves:
-        raise LookupError(f"no TensorBoard loss/accuracy events found under {run_dir}")
+        raise LookupError(f"no loss/accuracy per epoch found under {run_dir} (metrics.json, metrics.csv or "
+                          "TensorBoard events)")
     fig = Figure(figsize=(10, 4), layout="constrained")
     axes = {"loss": fig.add_subplot(1, 2, 1), "accuracy": fig.add_subplot(1, 2, 2)}
     for tag, (quantity, split) in CURVE_TAGS.items():

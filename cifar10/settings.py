@@ -1,13 +1,13 @@
 """A fit's settings: the flags, their layers and their typed sections.
 
-Layers, later ones winning: built-in defaults, the model's recipe, the settings a resumed checkpoint was
-trained with, `--config FILE.yaml`, explicit flags. They are flat dicts of flag names (a recipe is one),
+Layers, later ones winning: built-in defaults, the loggers' own environment variables (MLFLOW_TRACKING_URI,
+MLFLOW_EXPERIMENT_NAME, WANDB_PROJECT), the model's recipe, the settings a resumed checkpoint was trained with, `--config FILE.yaml`, explicit flags. They are flat dicts of flag names (a recipe is one),
 checked once, then split into sections, each handed whole to what uses it:
 
     model    ModelSettings    the ClassifierModule's hyper-parameters (optimisation, test-time augmentation)
     data     DataSettings     the CIFAR10DataModule's arguments
     trainer  TrainerSettings  the L.Trainer's arguments, and whether to torch.compile the network
-    run      RunSettings      which model and recipe, the seed, where runs go, what to resume
+    run      RunSettings      which model and recipe, the seed, where runs go and are logged, what to resume
 
 A checkpoint holds each value once: the model section in the model's hyper-parameters, the data section
 in the DataModule's (`save_hyperparameters`), the trainer and run sections in the RunRecord callback's
@@ -16,6 +16,7 @@ state. `Settings.flat()` is the view metrics.json and TensorBoard's HPARAMS show
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
@@ -29,6 +30,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from cifar10 import runs
 from cifar10.data import AUGMENT_PRESETS, NORMALIZE_PRESETS
 from cifar10.errors import CliParser, UserError
+from cifar10.loggers import logger_names
 from cifar10.models import model_info, model_names, recipe
 from cifar10.models.base import OPTIMIZERS, SCHEDULES, TTA_MODES
 from cifar10.recipes import RECIPES
@@ -38,10 +40,14 @@ DEFAULTS: dict[str, Any] = {  # what no recipe decides
     "recipe": "default", "data_dir": "data", "data_url": None, "data_md5": None,
     "accelerator": "auto", "devices": "auto", "num_nodes": 1, "strategy": "auto", "precision": "auto",
     "channels_last": None, "compile": False, "deterministic": False, "seed": 0, "limit_train_batches": 1.0,
-    "logdir": "lightning_logs",
+    "logdir": "lightning_logs", "logger": ["tensorboard"], "mlflow_uri": None, "mlflow_experiment": "cifar10",
+    "wandb_project": "cifar10", "log_checkpoints": False,
 }
+ENVIRONMENT = {"mlflow_uri": "MLFLOW_TRACKING_URI", "mlflow_experiment": "MLFLOW_EXPERIMENT_NAME",
+               "wandb_project": "WANDB_PROJECT"}  # settings whose default the loggers' own variables give
 PER_INVOCATION = ("ckpt_path", "config")  # never inherited by a resumed run
-PATHS = ("data_dir", "data_url", "data_md5", "logdir")  # where things are, not how a run trained: not in HPARAMS
+PATHS = ("data_dir", "data_url", "data_md5", "logdir", "mlflow_uri")  # where things are: not in HPARAMS
+LOGGING = ("logger", "mlflow_experiment", "wandb_project", "log_checkpoints")  # where it logs, not how it trained
 PRECISIONS = ("auto", "32", "16-mixed", "bf16-mixed")
 ACCELERATORS = ("auto", "cpu", "gpu")
 
@@ -99,13 +105,19 @@ class TrainerSettings:
 
 @dataclass(frozen=True)
 class RunSettings:
-    """Which model and recipe, the seed (the data section has it too), where runs go; and, for this invocation
+    """Which model and recipe, the seed (the data section has it too), where runs go and are logged (cifar10.loggers);
+    and, for this invocation
     only, what it resumes and which --config it read."""
 
     model: str
     recipe: str
     seed: int
     logdir: str
+    logger: list[str]
+    mlflow_uri: str | None
+    mlflow_experiment: str
+    wandb_project: str
+    log_checkpoints: bool
     ckpt_path: str | None = None
     config: str | None = None
 
@@ -146,8 +158,9 @@ class Settings:
         return {k: v for k, v in values.items() if k not in PER_INVOCATION}
 
     def hparams_view(self) -> dict[str, Any]:
-        """What TensorBoard's HPARAMS tab shows: how the run trained, without paths or per-invocation flags."""
-        return {k: v for k, v in self.flat().items() if k not in PER_INVOCATION + PATHS}
+        """What TensorBoard's HPARAMS tab shows (and every logger gets): how the run trained, without paths,
+        logging settings or per-invocation flags."""
+        return {k: v for k, v in self.flat().items() if k not in PER_INVOCATION + PATHS + LOGGING}
 
 
 def saved_layer(resume: runs.ResumePoint) -> dict[str, Any]:
@@ -236,7 +249,30 @@ def build_parser() -> argparse.ArgumentParser:
           help="resume a checkpoint; 'last': the newest run of --model under --logdir")
     group("--limit-train-batches", type=count_or_fraction, metavar="N|F")
     group("--logdir", metavar="DIR", help="runs go to DIR/MODEL/version_N (default lightning_logs)")
+    group = recording(parser.add_argument_group("loggers (metrics, the LR, hyper-parameters, figures)"), parser.flags)
+    group("--logger", nargs="+", action=LoggerList, metavar="NAME",
+          help=f"one or more of {', '.join(logger_names())}, spaced or comma-separated (default tensorboard)")
+    group("--mlflow-uri", metavar="URI", help="MLflow tracking URI: http://HOST:PORT of `mlflow server`, or "
+          "sqlite:///FILE.db (default: MLFLOW_TRACKING_URI, else sqlite:///LOGDIR/mlflow.db)")
+    group("--mlflow-experiment", metavar="NAME", help="default: MLFLOW_EXPERIMENT_NAME, else cifar10")
+    group("--wandb-project", metavar="NAME",
+          help="default: WANDB_PROJECT, else cifar10 (WANDB_MODE=offline: no account, `wandb sync` later)")
+    group("--log-checkpoints", action=argparse.BooleanOptionalAction,
+          help="also send best.ckpt and last.ckpt to MLflow / W&B as artifacts at the end")
     return parser
+
+
+class LoggerList(argparse.Action):
+    """--logger a b or --logger a,b: known names, each once, in order."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        names = [name for value in values for name in str(value).split(",") if name]
+        unknown = [name for name in names if name not in logger_names()]
+        if unknown or not names:
+            parser.error(f"argument --logger: unknown logger(s) {', '.join(unknown) or '(none given)'}; "
+                         f"choose from {', '.join(logger_names())}")
+        setattr(namespace, self.dest, list(dict.fromkeys(names)))
 
 
 def config_tokens(path: Path, parser: argparse.ArgumentParser) -> list[str]:
@@ -259,6 +295,9 @@ def config_tokens(path: Path, parser: argparse.ArgumentParser) -> list[str]:
         action = actions[str(key).replace("-", "_")]
         flag = action.option_strings[0]
         if value is None:
+            continue
+        if isinstance(value, list):  # --logger's list
+            tokens += [flag, *map(str, value)]
             continue
         if isinstance(action, argparse.BooleanOptionalAction):
             if not isinstance(value, bool):
@@ -298,7 +337,8 @@ def resolve_settings(given: dict[str, Any]) -> tuple[dict[str, Any], runs.Resume
     model = model or DEFAULT_MODEL
     check_model(model)
     saved = saved_layer(resume) if resume else {}
-    layers = [DEFAULTS, recipe(model, saved.get("recipe", "default")), saved]
+    environment = {key: os.environ[name] for key, name in ENVIRONMENT.items() if os.environ.get(name)}
+    layers = [DEFAULTS, environment, recipe(model, saved.get("recipe", "default")), saved]
     if "recipe" in given:
         layers.append(recipe(model, given["recipe"]))
     settings = {k: v for layer in layers for k, v in layer.items()} | given | {"model": model}

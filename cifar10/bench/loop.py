@@ -1,7 +1,7 @@
 """Time a Lightning fit epoch against a plain PyTorch loop: same model, data pipeline and batch size.
 
 The Lightning side is built by `fit.build_run`, exactly as `python -m cifar10.fit` builds it (its
-callbacks, TensorBoard logger, progress bar, checkpoints, per-batch seeding, throughput, the
+callbacks, loggers (TensorBoard by default), progress bar, checkpoints, per-batch seeding, throughput, the
 DataModule's augmentation hooks), for one epoch of --batches batches, with validation off (the plain
 loop does not validate either). The plain side trains a freshly built copy of the same model (same
 seed, optimizer and schedule) on the same DataModule batches, augmented and normalised by the same
@@ -32,7 +32,6 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
 from cifar10 import fit
@@ -110,8 +109,8 @@ class StepClock(L.Callback):
 def time_lightning(s: Settings, batches: int, logdir: Path, overhead: bool) -> tuple[float, float, float, float]:
     """(seconds of trainer.fit, seconds from the first batch to the last, train loss, train accuracy)."""
     clock = StepClock()
-    logger = TensorBoardLogger(logdir, name="loop")
-    trainer, dm, _, _ = fit.build_run(s, logger, Path(logger.log_dir), [clock], max_epochs=1,
+    run_dir = Path(tempfile.mkdtemp(dir=logdir)) / s.run.model / "version_0"  # a fresh run folder each time
+    trainer, dm, _, _ = fit.build_run(s, fit.make_logger(s, None, run_dir), run_dir, [clock], max_epochs=1,
                                       limit_train_batches=batches, limit_val_batches=0, num_sanity_val_steps=0)
     model = fresh_model(s, dm, overhead)
     started = time.perf_counter()

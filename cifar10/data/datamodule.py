@@ -171,9 +171,11 @@ class CIFAR10DataModule(L.LightningDataModule):
                  on_device: bool = True) -> None:
         """url, md5: None means the official archive and its checksum."""
         super().__init__()
-        # saved in checkpoints (datamodule_hyper_parameters): a resumed run reads its data settings back
+        # saved in checkpoints (datamodule_hyper_parameters): a resumed run reads its data settings back; not sent
+        # to the loggers, which get the settings' view without paths (cifar10.fit)
         self.save_hyperparameters({"data_dir": str(data_dir), "url": url, "md5": md5, "batch_size": batch_size,
-                                   "val_size": val_size, "augment": augment, "normalize": normalize, "seed": seed})
+                                   "val_size": val_size, "augment": augment, "normalize": normalize, "seed": seed},
+                                  logger=False)
         self.data_dir = Path(data_dir).expanduser()
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.val_size, self.seed, self.on_device = val_size, seed, on_device

@@ -93,7 +93,7 @@ class ClassifierModule(L.LightningModule):
             "bias_lr_scale": float(bias_lr_scale), "tta": tta,
             "mean": [float(m) for m in mean], "std": [float(s) for s in std],
             "class_names": [str(c) for c in class_names], "channels_last": bool(channels_last),
-        })
+        }, logger=False)  # the loggers get the settings view instead (cifar10.fit)
         self.example_input_array = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
         self.normalize = Normalize(mean, std)
         self.net = self.build_net()

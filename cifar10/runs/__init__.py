@@ -19,6 +19,7 @@ from cifar10.models.base import CHECKPOINT_FORMAT
 
 VERSION = re.compile(r"version_(\d+)")
 RECORD_KEY = "RunRecord"  # state key of cifar10.callbacks.RunRecord inside ckpt["callbacks"]
+LOGGER_RUNS_KEY = "LoggerRuns"  # state key of cifar10.loggers.LoggerRuns: the MLflow / W&B runs to continue
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class ResumePoint:
     model_hparams: dict[str, Any] = field(default_factory=dict)  # the model's hyper-parameters
     data_hparams: dict[str, Any] = field(default_factory=dict)  # the DataModule's
     run_record: dict[str, Any] = field(default_factory=dict)  # the RunRecord callback's: run and trainer settings
+    logger_runs: dict[str, str] = field(default_factory=dict)  # logger name -> its run id (LoggerRuns')
 
     @property
     def version(self) -> int | None:
@@ -156,7 +158,8 @@ def resume_point(ckpt_path: str, logdir: Path, model: str | None) -> ResumePoint
     in_run = path.parent.name == "checkpoints" and VERSION.fullmatch(run_dir.name) is not None
     return ResumePoint(path, saved_model, run_dir if in_run else None, model_hparams=dict(ckpt["hyper_parameters"]),
                        data_hparams=dict(ckpt.get("datamodule_hyper_parameters") or {}),
-                       run_record=dict(ckpt.get("callbacks", {}).get(RECORD_KEY) or {}))
+                       run_record=dict(ckpt.get("callbacks", {}).get(RECORD_KEY) or {}),
+                       logger_runs=dict(ckpt.get("callbacks", {}).get(LOGGER_RUNS_KEY) or {}))
 
 
 def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> Path:
