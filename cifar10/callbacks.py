@@ -97,8 +97,8 @@ class Throughput(L.Callback):
 
 
 class AugmentedImages(L.Callback):
-    """Log the first augmented training batch once, as a grid of images labelled with their class names, to
-    every logger that takes images (cifar10.loggers decides how).
+    """Log the first augmented training batch once a run (not again when it is resumed), as a grid of images
+    labelled with their class names, to every logger that takes images (cifar10.loggers decides how).
 
     The batch arrives as augmented uint8 pixels (the model normalises its own input).
     """
@@ -107,6 +107,13 @@ class AugmentedImages(L.Callback):
         self.tag = tag
         self.max_images = max_images
         self.logged = False
+
+    # in the checkpoint: a resumed run has its grid already
+    def state_dict(self) -> dict[str, bool]:
+        return {"logged": self.logged}
+
+    def load_state_dict(self, state: dict[str, bool]) -> None:
+        self.logged = bool(state["logged"])
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:

@@ -199,9 +199,9 @@ def fit(s: Settings, resume: runs.ResumePoint | None, extra_callbacks: Sequence[
         print(f"\nStopped at once (second Ctrl-C); {kept}.", file=sys.stderr)
         return 130
     finally:  # stopped or failed before anything was written (bad settings, no data, an early signal)
-        loggers.close(logs, status)
         with contextlib.suppress(OSError):
-            run_dir.rmdir()  # removes the claimed folder only while it is still empty
+            run_dir.rmdir()  # removes the claimed folder only while it is still empty (before the loggers close:
+        loggers.close(logs, status)  # TensorBoard's writes hparams.yaml into a folder that is still there)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,9 @@ Each is here because no public API gives the same thing; tests/test_lightning_in
 loudly (with the function's name) if a new version of either moves one.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import lightning as L
 
 # LightningModule stores the name of the hook it is calling here, around every hook (44 times a step).
@@ -21,3 +24,20 @@ def batches_done(trainer: L.Trainer) -> int:
 def uses_distributed_sampler(trainer: L.Trainer) -> bool:
     """Trainer(use_distributed_sampler=...): Lightning keeps the flag but exposes no property for it."""
     return bool(getattr(trainer._accelerator_connector, "use_distributed_sampler", False))
+
+
+@contextmanager
+def logger_step_as_at_batch_end(trainer: L.Trainer) -> Iterator[None]:
+    """Around a checkpoint saved at a training batch's start: the step the loggers get, as a save at the end of the
+    batch before would hold it.
+
+    Lightning counts that step (`_batches_that_stepped`) after on_train_batch_end, and adds the one back when a
+    checkpoint saved mid-epoch is resumed; one saved at the next batch's start holds it already, so without this
+    every logged step of a resumed run would be one too high.
+    """
+    loop = trainer.fit_loop.epoch_loop
+    loop._batches_that_stepped -= 1
+    try:
+        yield
+    finally:
+        loop._batches_that_stepped += 1

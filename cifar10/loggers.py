@@ -17,7 +17,7 @@ run: `MLFlowLogger(run_id=...)` and `WandbLogger(id=..., resume="allow")` (Light
 
 import csv
 import functools
-import importlib.util
+import importlib
 import io
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -49,11 +49,19 @@ def logger_names() -> tuple[str, ...]:
     return tuple(BUILDERS)
 
 
+def importable(package: str) -> bool:
+    try:
+        importlib.import_module(package)  # imported now rather than halfway into the set-up: it is used next
+    except ImportError:
+        return False
+    return True
+
+
 def check_available(names: Iterable[str]) -> None:
     """A logger whose package is not installed is one clear error before anything is made."""
     for name in names:
         package = OPTIONAL_PACKAGES.get(name)
-        if package and importlib.util.find_spec(package) is None:
+        if package and not importable(package):
             raise UserError(f"--logger {name} needs the {package} package, which is not installed. Install it with "
                             f"`pip install '{DISTRIBUTION}[{name}]'` (or `pip install {package}`), or leave {name} "
                             "out of --logger.")

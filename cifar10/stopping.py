@@ -21,6 +21,7 @@ import lightning as L
 import torch
 
 from cifar10.errors import UserError
+from cifar10.lightning_internals import logger_step_as_at_batch_end
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal's number, as shells report them
 
@@ -78,7 +79,8 @@ class StopOnSignal(L.Callback):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
         if self._stop_now(trainer):
-            trainer.save_checkpoint(self.last_ckpt)  # every rank takes part; rank 0 writes
+            with logger_step_as_at_batch_end(trainer):  # a resumed run then logs its steps where this one would
+                trainer.save_checkpoint(self.last_ckpt)  # every rank takes part; rank 0 writes
             raise StopRequested(self.requested or signal.SIGTERM, self.last_ckpt)
 
     def _stop_now(self, trainer: L.Trainer) -> bool:

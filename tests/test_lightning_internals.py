@@ -48,3 +48,19 @@ def test_the_distributed_sampler_flag_is_read_back(flag):
 
 def test_the_hook_name_attribute_exists():
     assert internals.HOOK_NAME_ATTR in vars(L.LightningModule()), "LightningModule renamed _current_fx_name"
+
+
+class SaveAtBatchStart(L.Callback):
+    def __init__(self) -> None:
+        self.seen = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        with internals.logger_step_as_at_batch_end(trainer):
+            self.seen.append(trainer.fit_loop.epoch_loop.on_save_checkpoint()["_batches_that_stepped"])  # what a checkpoint holds
+
+
+def test_the_logger_step_is_counted_where_lightning_saves_it():
+    save = SaveAtBatchStart()
+    trainer = fit_tiny(save)
+    assert save.seen == [-1, *range(9)], "Lightning's _batches_that_stepped moved"
+    assert trainer.fit_loop.epoch_loop._batches_that_stepped == 10  # put back

@@ -27,7 +27,8 @@ FORMATS = ("table", "markdown", "csv", "json")
 FIGURES = ("test_acc", "best_val_acc", "train_time_s", "train_images_per_s")  # averaged by --group
 DESCENDING = {"test_acc", "best_val_acc", "train_images_per_s", "runs"}  # --sort puts the largest first
 # settings that do not change what a run learns: runs differing only in these fold into one --group row
-NOT_A_DIFFERENCE = {"seed", "logdir", "data_dir", "data_url", "data_md5", "ckpt_path", "config"}
+NOT_A_DIFFERENCE = {"seed", "logdir", "data_dir", "data_url", "data_md5", "ckpt_path", "config",
+                    "logger", "mlflow_uri", "mlflow_experiment", "wandb_project", "log_checkpoints"}
 
 
 class NotARun(Exception):
