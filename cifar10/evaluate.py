@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = CliParser(prog="python -m cifar10.evaluate",
                        description="Test a checkpoint on the CIFAR-10 test set: print accuracy, accuracy per "
                        "class and the confusion matrix, and write confusion_matrix.png, per_class_accuracy.png, "
-                       "misclassified.png, curves.png (from the run's metrics.json, metrics.csv or TensorBoard logs) and report.json.")
+                       "misclassified.png, curves.png (from the run's metrics.json, metrics.csv or TensorBoard logs) "
+                       "and report.json.")
     add = parser.add_argument
     add("--ckpt", required=True, metavar="PATH", help="checkpoint written by `python -m cifar10.fit`")
     add("--data-dir", default="data", metavar="DIR", help="where CIFAR-10 is (or gets) downloaded (default data)")

@@ -34,8 +34,8 @@ from lightning.pytorch.loggers import Logger  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
 
 from cifar10 import loggers, reporting, runs  # noqa: E402
-from cifar10.callbacks import (AugmentedImages, BatchSeed, EpochCurves, NoProfiler, ProgressBar, RunRecord,  # noqa: E402
-                               Throughput)
+from cifar10.callbacks import (AugmentedImages, BatchSeed, EpochCurves, NoProfiler, ProgressBar,  # noqa: E402
+                               RunRecord, Throughput)
 from cifar10.data import CIFAR10DataModule  # noqa: E402
 from cifar10.errors import UserError, exits_cleanly  # noqa: E402
 from cifar10.files import AtomicCheckpointIO  # noqa: E402

@@ -1,8 +1,9 @@
 """A fit's settings: the flags, their layers and their typed sections.
 
 Layers, later ones winning: built-in defaults, the loggers' own environment variables (MLFLOW_TRACKING_URI,
-MLFLOW_EXPERIMENT_NAME, WANDB_PROJECT), the model's recipe, the settings a resumed checkpoint was trained with, `--config FILE.yaml`, explicit flags. They are flat dicts of flag names (a recipe is one),
-checked once, then split into sections, each handed whole to what uses it:
+MLFLOW_EXPERIMENT_NAME, WANDB_PROJECT), the model's recipe, the settings a resumed checkpoint was trained with,
+`--config FILE.yaml`, explicit flags. They are flat dicts of flag names (a recipe is one), checked once, then
+split into sections, each handed whole to what uses it:
 
     model    ModelSettings    the ClassifierModule's hyper-parameters (optimisation, test-time augmentation)
     data     DataSettings     the CIFAR10DataModule's arguments

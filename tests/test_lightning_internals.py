@@ -56,7 +56,8 @@ class SaveAtBatchStart(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         with internals.logger_step_as_at_batch_end(trainer):
-            self.seen.append(trainer.fit_loop.epoch_loop.on_save_checkpoint()["_batches_that_stepped"])  # what a checkpoint holds
+            saved = trainer.fit_loop.epoch_loop.on_save_checkpoint()  # what a checkpoint holds
+            self.seen.append(saved["_batches_that_stepped"])
 
 
 def test_the_logger_step_is_counted_where_lightning_saves_it():

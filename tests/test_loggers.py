@@ -17,7 +17,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 
-from cifar10 import reporting
+from cifar10 import loggers, reporting
 from cifar10.fit import main
 from cifar10.settings import given_settings, resolve_settings
 
@@ -50,7 +50,7 @@ class StopAt(L.Callback):
 @pytest.fixture(autouse=True)
 def _mlflow_http_settings_restored(monkeypatch):
     """cifar10.loggers sets MLflow's HTTP retry variables when they are unset: put them back after each test."""
-    for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+    for name in loggers.MLFLOW_HTTP_DEFAULTS:
         monkeypatch.delenv(name, raising=False)
 
 
@@ -151,7 +151,8 @@ def test_mlflow_without_a_server_keeps_its_store_in_the_logdir(tiny_archive, tmp
     monkeypatch.chdir(tmp_path)
     assert main(fit_args(tiny_archive, tmp_path, "--logger", "mlflow", "--max-epochs", "1")) == 0
     logdir = tmp_path / "logs"
-    assert (logdir / "mlflow.db").is_file() and not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()
+    assert (logdir / "mlflow.db").is_file()
+    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()  # nothing in the current folder
     run_id = json.loads((run_folder(tmp_path) / "metrics.json").read_text())["logger_runs"]["mlflow"]
     client = MlflowClient(f"sqlite:///{logdir / 'mlflow.db'}")
     run = client.get_run(run_id)
@@ -216,7 +217,8 @@ def test_a_fit_against_a_tracking_server_is_read_back(tiny_archive, tmp_path, ml
     assert int(params["params"]) == metrics["params"]
     assert not set(params) & {"data_dir", "data_url", "data_md5", "logdir", "mlflow_uri", "ckpt_path", "mean"}
 
-    artifacts = {a.path for folder in ("test", "train", "checkpoints") for a in client.list_artifacts(run.info.run_id, folder)}
+    artifacts = {a.path for folder in ("test", "train", "checkpoints")
+                 for a in client.list_artifacts(run.info.run_id, folder)}
     assert {f"{tag}.png" for tag in FIGURES} | {"train/augmented_images.png", "checkpoints/best.ckpt",
                                                  "checkpoints/last.ckpt"} <= artifacts
     png = Path(client.download_artifacts(run.info.run_id, "test/confusion_matrix.png", str(tmp_path)))
