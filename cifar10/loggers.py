@@ -172,12 +172,14 @@ def build_csv(t: Target) -> Logger:
 
 def mlflow_store(t: Target) -> tuple[str, str | None]:
     """(tracking URI, artifact location of a new experiment): --mlflow-uri / MLFLOW_TRACKING_URI, else a SQLite
-    store in the logdir with its artifacts beside it (never the current folder, MLflow's own default)."""
-    if t.run.mlflow_uri:
-        return t.run.mlflow_uri, None  # the server or store decides where artifacts go
-    logdir = Path(t.run.logdir).resolve()
-    logdir.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{logdir / 'mlflow.db'}", (logdir / "mlartifacts").as_uri()
+    store in the logdir. A SQLite store keeps its artifacts beside its file: MLflow's own default for a local
+    store is ./mlruns in the current folder."""
+    uri = t.run.mlflow_uri
+    if uri and not uri.startswith("sqlite:///"):
+        return uri, None  # a server (or another store) decides where artifacts go
+    database = Path(uri.removeprefix("sqlite:///")) if uri else Path(t.run.logdir).resolve() / "mlflow.db"
+    database.parent.mkdir(parents=True, exist_ok=True)
+    return uri or f"sqlite:///{database}", (database.resolve().parent / "mlartifacts").as_uri()
 
 
 def build_mlflow(t: Target) -> Logger:

@@ -370,6 +370,8 @@ def check_values(s: dict[str, Any]) -> None:
         (0 <= s["seed"] < 2**32, f"--seed {s['seed']} must be in [0, 2**32)"),
         (s["num_nodes"] >= 1, f"--num-nodes {s['num_nodes']} must be at least 1"),
         (s["devices"] == "auto" or s["devices"] >= 1, f"--devices {s['devices']} must be at least 1 (or auto)"),
+        (bool(s["logger"]) and set(s["logger"]) <= set(logger_names()),  # a checkpoint's, too
+         f"--logger {','.join(map(str, s['logger']))} must name one or more of {', '.join(logger_names())}"),
     ]
     wrong = [why for ok, why in problems if not ok]
     if wrong:

@@ -234,16 +234,18 @@ def test_a_fit_stopped_by_sigterm_and_resumed_is_one_mlflow_run_without_repeated
     client = MlflowClient(mlflow_server)
     assert only_run(client, "resumed").info.status == "KILLED"
 
-    assert main(["--logdir", str(tmp_path / "logs"), "--model", "mlp", "--ckpt-path", "last"]) == 0  # loggers inherited
+    assert main(["--logdir", str(tmp_path / "logs"), "--model", "mlp", "--ckpt-path", "last",  # loggers inherited
+                 "--max-epochs", "3"]) == 0
     run = only_run(client, "resumed")
     assert run.info.status == "FINISHED"
+    assert run.data.params["max_epochs"] == "2" and run.data.tags["resumed.max_epochs"] == "3"  # params are for good
     for key in set(run.data.metrics) - {"epoch"}:  # Lightning logs `epoch` beside every epoch-level group
         steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
         assert len(steps) == len(set(steps)), (key, steps)
     history = {key: [m.step for m in client.get_metric_history(run.info.run_id, key)]
                for key in ("train/loss_step", "val/acc", "lr-SGD")}
-    assert history["val/acc"] == [2, 5] and sorted(history["train/loss_step"]) == [1, 3, 5]
-    assert sorted(history["lr-SGD"]) == [1, 3, 5]
+    assert history["val/acc"] == [2, 5, 8] and sorted(history["train/loss_step"]) == [1, 3, 5, 7]
+    assert sorted(history["lr-SGD"]) == [1, 3, 5, 7]
 
 
 class Proxy:
