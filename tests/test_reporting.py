@@ -108,6 +108,6 @@ def test_curves_figure_plots_train_and_validation(tmp_path):
         assert list(ax.get_lines()[0].get_xdata()) == [0, 1, 2]
 
 
-def test_curves_figure_without_events_is_a_lookup_error(tmp_path):
-    with pytest.raises(LookupError, match="no TensorBoard"):
+def test_curves_figure_without_any_record_is_a_lookup_error(tmp_path):
+    with pytest.raises(LookupError, match="no loss/accuracy per epoch"):
         reporting.curves_figure(tmp_path)
