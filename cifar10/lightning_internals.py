@@ -21,3 +21,20 @@ def batches_done(trainer: L.Trainer) -> int:
 def uses_distributed_sampler(trainer: L.Trainer) -> bool:
     """Trainer(use_distributed_sampler=...): Lightning keeps the flag but exposes no property for it."""
     return bool(getattr(trainer._accelerator_connector, "use_distributed_sampler", False))
+
+
+def skip_sigterm_broadcast(trainer: L.Trainer) -> None:
+    """Turn off the SIGTERM flag Lightning 2.6's training loop broadcasts from rank 0 before every batch
+    under DDP (a device tensor, a broadcast and `.item()`: a host synchronisation per step; upstream
+    Lightning-AI/pytorch-lightning#21487).
+
+    The flag is set only by Lightning's own SIGTERM handler; StopOnSignal replaces that handler and agrees
+    on a stop across ranks itself, so the broadcast would always carry 0. A Lightning without the method
+    needs nothing turned off.
+    """
+    loop = trainer.fit_loop.epoch_loop
+    if hasattr(loop, SIGTERM_BROADCAST):
+        setattr(loop, SIGTERM_BROADCAST, lambda: None)
+
+
+SIGTERM_BROADCAST = "_broadcast_sigterm_tensor"  # _TrainingEpochLoop's method, called in advance()

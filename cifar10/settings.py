@@ -204,9 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--data-url", metavar="URL", help="archive URL, file:// works (default: the official one)")
     add("--data-md5", metavar="MD5", help="md5 of the archive at --data-url")
     add("--accelerator", choices=ACCELERATORS, help="default auto")
-    add("--devices", type=device_count, metavar="N", help="devices per machine (default auto)")
+    add("--devices", type=device_count, metavar="N",
+        help="devices per machine (default 1; auto: every device here, also the default with --strategy or "
+        "--num-nodes)")
     add("--num-nodes", type=int, metavar="N", help="machines, for multi-node DDP (default 1)")
-    add("--strategy", metavar="S", help="Lightning strategy, e.g. ddp (default auto)")
+    add("--strategy", metavar="S", help="Lightning strategy, e.g. ddp (default auto: one device, no DDP)")
     add("--precision", choices=PRECISIONS, help="auto (default): bf16-mixed on a GPU that has bf16, else 32")
     add("--channels-last", action=argparse.BooleanOptionalAction,
         help="channels-last memory format (default: on; faster for the conv nets, see `python -m cifar10.bench layout`)")
@@ -357,7 +359,20 @@ def resolve_auto(settings: dict[str, Any]) -> dict[str, Any]:
         s["precision"] = "bf16-mixed"
     if s["channels_last"] is None:
         s["channels_last"] = True
+    s["devices"] = resolve_devices(s["devices"], s["strategy"], s["num_nodes"])
     return s
+
+
+def resolve_devices(devices: int | str, strategy: str, num_nodes: int) -> int | str:
+    """'auto' devices is one, unless a strategy or several machines ask for DDP.
+
+    Lightning's own 'auto' is every GPU of the machine: on a multi-GPU host a plain fit would become a
+    DDP run nobody asked for (N times the global batch), and its launcher re-runs sys.argv once per rank,
+    which hangs in-process callers such as pytest and the benchmarks.
+    """
+    if devices == "auto" and strategy == "auto" and num_nodes == 1:
+        return 1
+    return devices
 
 
 def settings_from(argv: Sequence[str]) -> tuple[Settings, runs.ResumePoint | None]:
