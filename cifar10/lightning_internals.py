@@ -5,6 +5,7 @@ loudly (with the function's name) if a new version of either moves one.
 """
 
 import lightning as L
+import torch
 
 # LightningModule stores the name of the hook it is calling here, around every hook (44 times a step).
 HOOK_NAME_ATTR = "_current_fx_name"
@@ -38,3 +39,11 @@ def skip_sigterm_broadcast(trainer: L.Trainer) -> None:
 
 
 SIGTERM_BROADCAST = "_broadcast_sigterm_tensor"  # _TrainingEpochLoop's method, called in advance()
+
+
+def nvml_index(cuda_index: int) -> int:
+    """The NVML index of a CUDA device, CUDA_VISIBLE_DEVICES (ordinals or UUIDs) taken into account.
+
+    torch.cuda keeps this mapping private; it is needed to ask NVML about a device without initialising CUDA.
+    """
+    return torch.cuda._get_nvml_device_index(cuda_index)

@@ -98,7 +98,7 @@ def test_a_nan_loss_on_one_rank_stops_both_with_the_clear_error(tiny_archive, tm
     """Rank 1's loss alone is nan at a logging step: both ranks stop there (not rank 1 alone, which would
     leave rank 0 in its next all-reduce until the collective timeout)."""
     done = run_fit([str(SCRIPT), "nan-on-rank-1", *tiny_args(tiny_archive, tmp_path, "nan", *TWO_RANKS,
-                                                            "--batch-size", "30", "--max-epochs", "3")], timeout=120)
+                                                            "--batch-size", "30", "--max-epochs", "3")], timeout=300)
     assert done.returncode == 2, done.stderr[-3000:]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     assert done.stderr.count("error: the training loss became") == 2  # one paragraph from each rank

@@ -179,3 +179,45 @@ def test_settings_split_into_sections_and_back():
     assert set(s.section_dict("data")) == set(inspect.signature(CIFAR10DataModule).parameters) - {
         "eval_batch_size", "on_device"}  # the data section is the DataModule's arguments
     assert not set(s.hparams_view()) & {"data_dir", "data_url", "data_md5", "logdir", "ckpt_path", "config"}
+
+
+@pytest.mark.parametrize("flags, devices", [
+    ([], 1),  # Lightning's own auto would be every GPU here: a DDP run nobody asked for
+    (["--devices", "auto"], 1),
+    (["--devices", "3"], 3),
+    (["--strategy", "ddp"], "auto"),  # a strategy asks for DDP: every device
+    (["--num-nodes", "2"], "auto"),
+    (["--devices", "2", "--strategy", "ddp"], 2),
+])
+def test_devices_are_one_unless_ddp_is_asked_for(flags, devices):
+    settings, _ = resolve_settings(given_settings(["--accelerator", "cpu", *flags]))
+    assert Settings.from_flat(resolve_auto(settings)).trainer.devices == devices
+
+
+def test_help_says_devices_default_to_one():
+    done = subprocess.run([sys.executable, "-m", "cifar10.fit", "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    assert "devices per machine (default 1; auto: every device here, also the default with --strategy" in text
+
+
+def test_auto_precision_is_bf16_only_where_the_gpu_computes_in_it(monkeypatch):
+    """Asked through NVML (no CUDA initialisation in the launching process); a pre-Ampere GPU, which only
+    emulates bf16, trains in 32-bit."""
+    import cifar10.gpu as gpu
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: pytest.fail("initialises CUDA"))
+    settings, _ = resolve_settings(given_settings(["--accelerator", "gpu"]))
+    for capability, precision in (((7, 5), "32"), ((8, 0), "bf16-mixed"), ((9, 0), "bf16-mixed")):
+        monkeypatch.setattr(gpu, "compute_capability_nvml", lambda index=0, c=capability: c)
+        assert resolve_auto(settings)["precision"] == precision, capability
+
+
+def test_trainer_benchmarks_convolutions_only_on_a_gpu_and_not_when_deterministic(monkeypatch):
+    settings, _ = resolve_settings(given_settings(["--accelerator", "cpu"]))
+    assert Settings.from_flat(resolve_auto(settings)).trainer.trainer_kwargs()["benchmark"] is False
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for flags, benchmark in (([], True), (["--deterministic"], False)):
+        settings, _ = resolve_settings(given_settings(["--accelerator", "gpu", "--precision", "32", *flags]))
+        kwargs = Settings.from_flat(resolve_auto(settings)).trainer.trainer_kwargs()
+        assert kwargs["benchmark"] is benchmark and kwargs["deterministic"] is not benchmark
