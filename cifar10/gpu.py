@@ -72,8 +72,9 @@ _armed = False  # whether SyncDebug has set the mode to "error" for the step und
 
 @contextmanager
 def syncs_allowed() -> Iterator[None]:
-    """A place that reads values back from the device on purpose (the progress bar, the loss check, the
-    throughput clock): under the sync-debug guard, synchronising here is not an error."""
+    """A place that reads values back from the device on purpose at any step (the progress bar's refresh):
+    under the sync-debug guard, synchronising here is not an error. (The loss check, the stop agreement and
+    the throughput clock run at logging steps or at the epoch's end, which the guard leaves open.)"""
     if not _armed:
         yield
         return
