@@ -28,6 +28,7 @@ import torch
 
 from cifar10.errors import CliParser, UserError, exits_cleanly
 from cifar10.files import atomic_write_text
+from cifar10.gpu import native_bf16
 from cifar10.models import model_names
 from cifar10.reporting import format_table
 
@@ -191,7 +192,7 @@ def needs_two_gpus() -> str | None:
 
 
 def needs_bf16() -> str | None:
-    return None if torch.cuda.is_bf16_supported() else "this GPU has no bf16"
+    return None if native_bf16() else "this GPU does not compute in bf16 (compute capability below 8.0)"
 
 
 def needs_module(module: str, hint: str) -> Callable[[], str | None]:
