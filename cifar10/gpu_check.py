@@ -310,16 +310,17 @@ def build_checks(data_dir: Path, work: Path, root: Path = PROJECT_ROOT) -> list[
         *bench_checks(data_dir),
         *checkpoint_checks(data_dir, work),
     ]
-    order = {group: i for i, group in enumerate(GROUPS)}
     data = Check("data", call("prepare_images", data_dir, work / "images"), DATA_TIMEOUT_S, data_ready_figure,
                  group="all", estimate_s=10)
+    order = {group: i for i, group in enumerate(group_minutes([data, *checks]))}
     return [data, *sorted(checks, key=lambda c: order[c.group])]
 
 
 def group_minutes(checks: Sequence[Check]) -> dict[str, float]:
-    """Estimated minutes of each group on one H100 (its checks and the data check)."""
+    """Estimated minutes of each group on one H100 (its checks and the data check), the slowest first."""
     data = sum(c.estimate_s for c in checks if c.group == "all")
-    return {g: (data + sum(c.estimate_s for c in checks if c.group == g)) / 60 for g in GROUPS}
+    minutes = {g: (data + sum(c.estimate_s for c in checks if c.group == g)) / 60 for g in GROUPS}
+    return dict(sorted(minutes.items(), key=lambda item: -item[1]))
 
 
 def in_group(checks: list[Check], group: str | None) -> list[Check]:
@@ -605,8 +606,8 @@ def write_report(path: Path, info: dict, results: Sequence[Result], seconds: flo
 def list_checks(checks: Sequence[Check]) -> None:
     minutes = group_minutes(checks)
     print(f"groups (estimated minutes on one H100, {sum(minutes.values()):.0f} in all; the data check runs in each):")
-    for group, what in GROUPS.items():
-        print(f"  {group:<9} {minutes[group]:4.1f} min  {what}")
+    for group, group_min in minutes.items():
+        print(f"  {group:<9} {group_min:4.1f} min  {GROUPS[group]}")
     for check in checks:
         print(f"[{check.group}] {check.name}: {subprocess.list2cmdline(check.argv)}")
 
