@@ -34,10 +34,12 @@ bench: install  ## data pipeline and Lightning-loop benchmarks on DATA_DIR
 	$(BIN)/python -m cifar10.bench data --preset heavy --data-dir $(DATA_DIR)
 	$(BIN)/python -m cifar10.bench loop --model lenet --data-dir $(DATA_DIR)
 
-# No .venv here: it runs with the Python that already has torch and Lightning (PY=...), offline.
+# No .venv here: it runs with the Python that already has torch and Lightning (PY=...), offline, on a
+# prepared DATA_DIR. One group a command: GROUP=speedrun, fits, tests, tools (--list: their minutes).
 PY ?= python3
-gpu-check:  ## the whole GPU path (fits, compile, DDP, evaluate/predict/export, benchmarks) in a few minutes
-	PYTHONPATH=.$${PYTHONPATH:+:$$PYTHONPATH} $(PY) -m cifar10.gpu_check --data-dir $(DATA_DIR) $(ARGS)
+GROUP ?=
+gpu-check:  ## the whole GPU path (fits, compile, DDP, evaluate/predict/export, benchmarks), one GROUP at a time
+	PYTHONPATH=.$${PYTHONPATH:+:$$PYTHONPATH} $(PY) -m cifar10.gpu_check --data-dir $(DATA_DIR) $(if $(GROUP),--group $(GROUP)) $(ARGS)
 
 clean:  ## remove caches (keeps .venv, data and lightning_logs)
 	rm -rf .pytest_cache build *.egg-info

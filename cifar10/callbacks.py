@@ -12,6 +12,7 @@ from lightning.pytorch.profilers import PassThroughProfiler
 
 from cifar10 import loggers
 from cifar10.data.datamodule import GLOBAL_STREAM, stream_seed
+from cifar10.gpu import syncs_allowed
 from cifar10.reporting import CURVE_TAGS, labelled_grid
 
 
@@ -145,7 +146,8 @@ class ProgressBar(TQDMProgressBar):
         self._next_refresh = now + self.interval_s
         bar.n = batch_idx + 1
         bar.refresh()
-        bar.set_postfix(self.get_metrics(trainer, pl_module))
+        with syncs_allowed():  # the shown values are read back from the device
+            bar.set_postfix(self.get_metrics(trainer, pl_module))
 
 
 class RunRecord(L.Callback):

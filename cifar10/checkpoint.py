@@ -21,6 +21,7 @@ class Meta:
     mean: tuple[float, float, float]  # per channel, in 0..1 pixel units
     std: tuple[float, float, float]
     hparams: dict[str, Any]  # as saved; create_model(model, **hparams) rebuilds the network
+    precision: str = "32"  # what the run trained (and fit's own test ran) with, from its RunRecord
 
 
 def _not_ours(path: Path, why: str) -> UserError:
@@ -64,13 +65,20 @@ def checkpoint_meta(ckpt: dict, path: str | Path = "checkpoint") -> Meta:
     try:
         meta = Meta(model=name, class_names=[str(c) for c in hparams["class_names"]],
                     mean=tuple(float(m) for m in hparams["mean"]), std=tuple(float(s) for s in hparams["std"]),
-                    hparams=hparams)
+                    hparams=hparams, precision=recorded_precision(ckpt))
     except (KeyError, TypeError, ValueError) as err:
         raise _not_ours(Path(path), f"its hyper_parameters lack usable {err}") from None
     if len(meta.class_names) != len(CLASSES) or len(meta.mean) != 3 or len(meta.std) != 3:
         raise _not_ours(Path(path), f"it names {len(meta.class_names)} classes and {len(meta.mean)} channel means; "
                         f"CIFAR-10 has {len(CLASSES)} and 3")
     return meta
+
+
+def recorded_precision(ckpt: dict) -> str:
+    """The --precision the checkpoint's run trained with ("32" when it does not say)."""
+    record = ckpt.get("callbacks", {}).get("RunRecord", {})
+    precision = record.get("precision") if isinstance(record, dict) else None
+    return precision if precision in ("32", "16-mixed", "bf16-mixed") else "32"
 
 
 def build_model(ckpt: dict, path: str | Path = "checkpoint") -> tuple[ClassifierModule, Meta]:

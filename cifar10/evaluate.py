@@ -19,7 +19,7 @@ from cifar10.data import CIFAR10DataModule
 from cifar10.errors import CliParser, UserError, exits_cleanly
 from cifar10.files import atomic_write_text, writable_folder
 from cifar10.models.base import MAX_MISCLASSIFIED, TTA_MODES, ClassifierModule
-from cifar10.settings import check_accelerator
+from cifar10.settings import check_accelerator, uses_cuda
 
 
 @dataclass
@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="test-time augmentation: flip (what a bare --tta means) averages the logits of each image and its "
         "mirror; flip-shift adds one-pixel shifts (airbench's); none. Default: the mode the checkpoint's recipe "
         "tests with (none but for speedrun)")
+    add("--precision", choices=("32", "16-mixed", "bf16-mixed"),
+        help="default: the precision the checkpoint was trained with, which fit's own test ran in too (so the "
+        "accuracies agree)")
     add("--out", metavar="DIR", help="report folder (default: report/ beside the checkpoint)")
     return parser
 
@@ -63,11 +66,13 @@ def test_data(args: argparse.Namespace) -> CIFAR10DataModule:
 
 
 def evaluate(model: ClassifierModule, dm: CIFAR10DataModule, accelerator: str = "auto",
-             tta: str = "none") -> Evaluation:
+             tta: str = "none", precision: str = "32") -> Evaluation:
     """The model's own test step (trainer.test) over the test split, with `tta` in place of its recipe's."""
     model.hparams.tta = tta
+    if precision == "16-mixed" and not uses_cuda(accelerator):
+        precision = "bf16-mixed"  # what fit runs for it on a CPU too
     trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
-                        enable_model_summary=False)
+                        enable_model_summary=False, precision=precision)
     with contextlib.redirect_stdout(sys.stderr):  # Lightning's progress bar: stdout carries only the tables
         trainer.test(model, datamodule=dm, verbose=False)
     results = model.test_results
@@ -91,7 +96,7 @@ def tables(result: Evaluation, class_names: list[str], tta: str) -> str:
     return "\n\n".join([summary, per_class, confusion])
 
 
-def write_report(out: Path, result: Evaluation, meta: Meta, ckpt: Path, tta: str) -> dict:
+def write_report(out: Path, result: Evaluation, meta: Meta, ckpt: Path, tta: str, precision: str = "32") -> dict:
     """The figures and report.json in `out`; returns the report."""
     out.mkdir(parents=True, exist_ok=True)
     figures = {
@@ -108,7 +113,8 @@ def write_report(out: Path, result: Evaluation, meta: Meta, ckpt: Path, tta: str
             written.append(name)
         except LookupError as err:  # only curves: a checkpoint without its run's record beside it
             print(f"note: {err}; {name} skipped.", file=sys.stderr)
-    report = {"checkpoint": str(ckpt), "model": meta.model, "tta": tta, "n_images": result.n_images,
+    report = {"checkpoint": str(ckpt), "model": meta.model, "tta": tta, "precision": precision,
+              "n_images": result.n_images,
               "acc": result.acc, "per_class_acc": result.per_class_acc, "class_names": meta.class_names,
               "confusion": result.confusion, "figures": written}
     atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
@@ -122,9 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     model, meta = load_checkpoint(args.ckpt)
     out = writable_folder(Path(args.out) if args.out else Path(args.ckpt).parent / "report", "--out")  # before the pass
     args.tta = args.tta or meta.hparams.get("tta", "none")  # checkpoints from before TTA modes have none
-    result = evaluate(model, test_data(args), args.accelerator, args.tta)
+    precision = args.precision or meta.precision
+    result = evaluate(model, test_data(args), args.accelerator, args.tta, precision)
     print(tables(result, meta.class_names, args.tta))
-    write_report(out, result, meta, Path(args.ckpt), args.tta)
+    write_report(out, result, meta, Path(args.ckpt), args.tta, precision)
     print(f"\nreport written to {out}")
     return 0
 

@@ -39,6 +39,7 @@ from cifar10.callbacks import (AugmentedImages, BatchSeed, EpochCurves, NoProfil
 from cifar10.data import CIFAR10DataModule  # noqa: E402
 from cifar10.errors import UserError, exits_cleanly  # noqa: E402
 from cifar10.files import AtomicCheckpointIO  # noqa: E402
+from cifar10.gpu import guard_callbacks, set_fast_matmul  # noqa: E402
 from cifar10.models import create_model  # noqa: E402
 from cifar10.models.base import ClassifierModule  # noqa: E402
 from cifar10.settings import Settings, check_accelerator, settings_from  # noqa: E402
@@ -56,6 +57,8 @@ def make_model(s: Settings, dm: CIFAR10DataModule) -> ClassifierModule:
                          class_names=list(dm.class_names))
     if s.trainer.compile:
         model.net.compile()  # in place: checkpoint keys stay free of "_orig_mod."
+        # ModelSummary's forward of this batch of 1 would be a compilation of its own (and a new shape)
+        model.example_input_array = None
     return model
 
 
@@ -222,7 +225,7 @@ def fit_callbacks(s: Settings, run_dir: Path, extra: Sequence[L.Callback] = ()) 
         stop,  # first: it stops at a batch's start, before the other callbacks' per-batch work
         best, last, LearningRateMonitor(logging_interval="step"), BatchSeed(s.run.seed), throughput, AugmentedImages(),
         FiniteLoss(), RunRecord(s.run_record()), curves,
-        ProgressBar(), *extra])
+        ProgressBar(), *extra, *guard_callbacks()])  # the sync-debug guard last: see SyncDebug
 
 
 def build_run(s: Settings, logger: Logger | list[Logger], run_dir: Path, extra_callbacks: Sequence[L.Callback] = (),
@@ -232,6 +235,7 @@ def build_run(s: Settings, logger: Logger | list[Logger], run_dir: Path, extra_c
     logs = logger if isinstance(logger, list) else [logger]
     callbacks = fit_callbacks(s, run_dir, [*extra_callbacks, loggers.LoggerRuns(logs)])
     trainer = make_trainer(s, logger, callbacks.all, **trainer_overrides)  # before the download: bad settings fail fast
+    set_fast_matmul(trainer.strategy.root_device)
     dm = make_datamodule(s)
     dm.prepare_data()
     dm.setup("fit")  # mean/std of the training split go into the model's hyper-parameters

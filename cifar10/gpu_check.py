@@ -1,10 +1,11 @@
-"""`python -m cifar10.gpu_check`: check the project's whole GPU path on this machine in a few minutes.
+"""`python -m cifar10.gpu_check`: check the project's whole GPU path on this machine, in slices.
 
 Every check is a command run in a subprocess of its own, with a time limit, so one failure does not stop
-the others: the GPU-marked tests, a short fit of every model in bf16-mixed and in 32-bit (and with
-torch.compile for a few), evaluate, predict and both exports of a GPU-trained checkpoint with the ONNX
-model's top-1 checked against predict's, a 2-GPU DDP fit, and the GPU benchmarks. A table of the
-results is printed and written as JSON; the exit code is 1 when any check failed.
+the others: the GPU-marked tests, a short fit of every model (32-bit too for a few, torch.compile for
+speedrun), a speedrun fit past its epoch 3 under the sync-debug guard, evaluate, predict and both exports
+of a GPU-trained checkpoint with the ONNX model's top-1 checked against predict's, a 2-GPU DDP fit of
+speedrun, and the GPU benchmarks. The checks come in groups (slices) that each fit in a 10-minute
+command; each run appends its results to one JSON file. The exit code is 1 when any check failed.
 """
 
 import argparse
@@ -26,6 +27,8 @@ from tempfile import TemporaryDirectory
 import torch
 
 from cifar10.errors import CliParser, UserError, exits_cleanly
+from cifar10.files import atomic_write_text
+from cifar10.gpu import native_bf16
 from cifar10.models import model_names
 from cifar10.reporting import format_table
 
@@ -39,8 +42,19 @@ TIE = 1e-3  # top-1 and top-2 probabilities closer than this: either class count
 DETAIL_LINES = 30  # lines of output kept in the JSON for a failed check
 SHOWN_LINES = 5  # of which shown under the table
 
-FIT_TIMEOUT_S, COMPILE_TIMEOUT_S, DDP_TIMEOUT_S = 240, 420, 300
-TOOL_TIMEOUT_S, BENCH_TIMEOUT_S, PYTEST_TIMEOUT_S, DATA_TIMEOUT_S = 180, 300, 420, 600
+FIT_TIMEOUT_S, COMPILE_TIMEOUT_S, DDP_TIMEOUT_S = 180, 300, 300
+TOOL_TIMEOUT_S, BENCH_TIMEOUT_S, PYTEST_TIMEOUT_S, DATA_TIMEOUT_S = 120, 180, 360, 120
+PRECISION_MODELS = ("lenet", "resnet18", "speedrun")  # also fitted in 32-bit (the rest at precision auto)
+LONG_EPOCHS, LONG_BATCHES = 4, 10  # the speedrun fits that pass its epoch 3 (the whitening bias's last)
+STAGING = ("../shared/cifar10/README.md, 'Moving the copy to a GPU machine': stage.sh 1-3 on the development "
+           "machine, receive.sh here; it prints the folder to pass")
+# Each group runs as one command. The estimates are for one H100 and not measured yet (no GPU has run
+# them): a fit process about 15 s (imports, CUDA, reading 50,000 images, 20 steps, the test), the slowest
+# group first, about 11 minutes in all.
+GROUPS = {"tests": "the gpu-marked tests and the benchmarks",
+          "speedrun": "speedrun past epoch 3 (sync-debug guard, compiled), DDP on 2 GPUs",
+          "fits": "every model at precision auto, a few in 32-bit",
+          "tools": "evaluate, predict and both exports of a GPU-trained checkpoint"}
 
 
 # --- what a check is, and how its outcome is read ---------------------------------------------------------
@@ -61,6 +75,10 @@ class Check:
     figure: Callable[[str], str | None] = no_figure  # the headline figure from the output of a passing run
     skip: Callable[[], str | None] = never_skip  # why not to run it here (asked just before it would run)
     needs: tuple[str, ...] = ()  # checks that must pass first (else this one is skipped)
+    group: str = "fits"  # the slice it runs in (GROUPS)
+    estimate_s: float = 15.0  # seconds it is expected to take on one H100 (see GROUPS)
+    gpus: int = 1  # GPUs it may see (CUDA_VISIBLE_DEVICES): one, so nothing becomes DDP by surprise
+    env: tuple[tuple[str, str], ...] = ()  # extra environment variables
 
 
 @dataclass(frozen=True)
@@ -70,7 +88,7 @@ class Completed:
     timed_out: bool = False
 
 
-Runner = Callable[[Sequence[str], float], Completed]
+Runner = Callable[[Sequence[str], float, dict[str, str]], Completed]  # argv, time limit, environment
 
 
 @dataclass
@@ -174,7 +192,7 @@ def needs_two_gpus() -> str | None:
 
 
 def needs_bf16() -> str | None:
-    return None if torch.cuda.is_bf16_supported() else "this GPU has no bf16"
+    return None if native_bf16() else "this GPU does not compute in bf16 (compute capability below 8.0)"
 
 
 def needs_module(module: str, hint: str) -> Callable[[], str | None]:
@@ -208,25 +226,35 @@ def fit_logdir(work: Path, name: str) -> Path:
 
 
 def fit_check(name: str, model: str, data_dir: Path, work: Path, extra: Sequence[str], timeout_s: float,
-              skip: Callable[[], str | None] = never_skip) -> Check:
+              skip: Callable[[], str | None] = never_skip, epochs: int = 1, batches: int = FIT_BATCHES,
+              **fields) -> Check:
     argv = module("cifar10.fit", "--model", model, "--data-dir", data_dir, "--logdir", fit_logdir(work, name),
-                  "--accelerator", "gpu", "--max-epochs", 1, "--limit-train-batches", FIT_BATCHES,
+                  "--accelerator", "gpu", "--max-epochs", epochs, "--limit-train-batches", batches,
                   "--val-size", FIT_VAL_SIZE, *extra)
-    return Check(name, argv, timeout_s, fit_figure, skip, needs=("data",))
+    return Check(name, argv, timeout_s, fit_figure, skip, needs=("data",), **fields)
 
 
 def fit_checks(data_dir: Path, work: Path) -> list[Check]:
-    """Every registered model in bf16-mixed and in 32-bit, and compiled (precision auto) for a few."""
-    checks = []
-    for model in model_names():
-        checks.append(fit_check(f"fit-{model}-bf16", model, data_dir, work,
-                                ["--devices", "1", "--precision", "bf16-mixed"], FIT_TIMEOUT_S, needs_bf16))
-        checks.append(fit_check(f"fit-{model}-32", model, data_dir, work, ["--devices", "1", "--precision", "32"],
-                                FIT_TIMEOUT_S))
-    for model in COMPILED_MODELS:
-        checks.append(fit_check(f"fit-{model}-compile", model, data_dir, work, ["--devices", "1", "--compile"],
-                                COMPILE_TIMEOUT_S))
+    """Every registered model at precision auto (bf16 where the GPU has it), a few in 32-bit."""
+    checks = [fit_check(f"fit-{model}", model, data_dir, work, ["--devices", "1"], FIT_TIMEOUT_S)
+              for model in model_names()]
+    checks += [fit_check(f"fit-{model}-32", model, data_dir, work, ["--devices", "1", "--precision", "32"],
+                         FIT_TIMEOUT_S, group="tools" if model == "lenet" else "fits")
+               for model in PRECISION_MODELS]
     return checks
+
+
+def speedrun_checks(data_dir: Path, work: Path) -> list[Check]:
+    """speedrun past its epoch 3: under the sync-debug guard, compiled, and under DDP on 2 GPUs."""
+    long = {"epochs": LONG_EPOCHS, "batches": LONG_BATCHES, "group": "speedrun"}
+    return [
+        fit_check("speedrun-sync-debug", "speedrun", data_dir, work, ["--devices", "1"], FIT_TIMEOUT_S,
+                  env=(("CIFAR10_SYNC_DEBUG", "1"),), estimate_s=30, **long),
+        fit_check("speedrun-compile", "speedrun", data_dir, work, ["--devices", "1", "--compile"],
+                  COMPILE_TIMEOUT_S, estimate_s=100, **long),
+        fit_check("ddp-2gpu", "speedrun", data_dir, work, ["--devices", "2", "--strategy", "ddp"], DDP_TIMEOUT_S,
+                  needs_two_gpus, gpus=2, estimate_s=45, **long),
+    ]
 
 
 def source_checkpoint(work: Path) -> Path:
@@ -238,45 +266,67 @@ def checkpoint_checks(data_dir: Path, work: Path) -> list[Check]:
     ckpt, images, onnx_file = source_checkpoint(work), work / "images", work / "export" / "model.onnx"
     onnx_missing = needs_module("onnx", "pip install 'cifar10[export]'")
     ort_missing = needs_module("onnxruntime", "pip install 'cifar10[export]'")
+    tool = {"group": "tools", "estimate_s": 10}
     return [
         Check("evaluate", module("cifar10.evaluate", "--ckpt", ckpt, "--data-dir", data_dir, "--accelerator", "gpu",
-                                 "--out", work / "report"), TOOL_TIMEOUT_S, evaluate_figure, needs=(CKPT_SOURCE,)),
+                                 "--out", work / "report"), TOOL_TIMEOUT_S, evaluate_figure, needs=(CKPT_SOURCE,),
+              **tool),
         Check("predict", module("cifar10.predict", "--ckpt", ckpt, "--json", images), TOOL_TIMEOUT_S,
-              needs=(CKPT_SOURCE, "data")),
+              needs=(CKPT_SOURCE, "data"), **tool),
         Check("export-onnx", module("cifar10.export", "--ckpt", ckpt, "--format", "onnx", "--out", onnx_file),
-              TOOL_TIMEOUT_S, skip=onnx_missing, needs=(CKPT_SOURCE,)),
+              TOOL_TIMEOUT_S, skip=onnx_missing, needs=(CKPT_SOURCE,), **tool),
         Check("export-torchscript", module("cifar10.export", "--ckpt", ckpt, "--format", "torchscript", "--out",
-                                           work / "export" / "model.ts"), TOOL_TIMEOUT_S, needs=(CKPT_SOURCE,)),
+                                           work / "export" / "model.ts"), TOOL_TIMEOUT_S, needs=(CKPT_SOURCE,),
+              **tool),
         Check("onnx-vs-predict", call("compare_onnx_with_predict", onnx_file, ckpt, images), TOOL_TIMEOUT_S,
-              agreement_figure, skip=ort_missing, needs=("export-onnx", "data")),
+              agreement_figure, skip=ort_missing, needs=("export-onnx", "data"), **tool),
     ]
 
 
 def bench_checks(data_dir: Path) -> list[Check]:
+    bench = {"group": "tests", "estimate_s": 30}
     loops = [Check(f"bench-loop-{model}", module("cifar10.bench", "loop", "--model", model, "--accelerator", "gpu",
                                                  "--batches", 30, "--repeats", 2, "--data-dir", data_dir),
-                   BENCH_TIMEOUT_S, loop_figure, needs=("data",)) for model in ("lenet", "resnet18")]
+                   BENCH_TIMEOUT_S, loop_figure, needs=("data",), **bench) for model in ("lenet", "resnet18")]
     return loops + [
         Check("bench-data", module("cifar10.bench", "data", "--device", "cuda", "--batches", 20, "--repeats", 1,
-                                   "--data-dir", data_dir), BENCH_TIMEOUT_S, data_figure, needs=("data",)),
+                                   "--data-dir", data_dir), BENCH_TIMEOUT_S, data_figure, needs=("data",),
+              **bench | {"estimate_s": 20}),
         Check("bench-layout", module("cifar10.bench", "layout", "--accelerator", "gpu", "--precision", "bf16-mixed",
-                                     "--steps", 5, "--repeats", 3), BENCH_TIMEOUT_S, layout_figure, needs_bf16),
+                                     "--steps", 5, "--repeats", 3), BENCH_TIMEOUT_S, layout_figure, needs_bf16,
+              **bench),
     ]
 
 
 def build_checks(data_dir: Path, work: Path, root: Path = PROJECT_ROOT) -> list[Check]:
-    """Every check, in the order they run; `work` receives their runs, images, exports and reports."""
+    """Every check, group by group (the slowest group first); `work` receives their runs, images, exports
+    and reports. `data` comes first and belongs to every group (each needs it)."""
     data_dir, work = Path(data_dir), Path(work)
-    return [
-        Check("data", call("prepare_images", data_dir, work / "images"), DATA_TIMEOUT_S, data_ready_figure),
-        Check("pytest-gpu", module("pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", root / "tests"),
-              PYTEST_TIMEOUT_S, pytest_figure, needs_tests(root)),
+    checks = [
+        *speedrun_checks(data_dir, work),
         *fit_checks(data_dir, work),
-        *checkpoint_checks(data_dir, work),
-        fit_check("ddp-2gpu", "lenet", data_dir, work, ["--devices", "2", "--strategy", "ddp"], DDP_TIMEOUT_S,
-                  needs_two_gpus),
+        Check("pytest-gpu", module("pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", root / "tests"),
+              PYTEST_TIMEOUT_S, pytest_figure, needs_tests(root), group="tests", estimate_s=90),
         *bench_checks(data_dir),
+        *checkpoint_checks(data_dir, work),
     ]
+    data = Check("data", call("prepare_images", data_dir, work / "images"), DATA_TIMEOUT_S, data_ready_figure,
+                 group="all", estimate_s=10)
+    order = {group: i for i, group in enumerate(group_minutes([data, *checks]))}
+    return [data, *sorted(checks, key=lambda c: order[c.group])]
+
+
+def group_minutes(checks: Sequence[Check]) -> dict[str, float]:
+    """Estimated minutes of each group on one H100 (its checks and the data check), the slowest first."""
+    data = sum(c.estimate_s for c in checks if c.group == "all")
+    minutes = {g: (data + sum(c.estimate_s for c in checks if c.group == g)) / 60 for g in GROUPS}
+    return dict(sorted(minutes.items(), key=lambda item: -item[1]))
+
+
+def in_group(checks: list[Check], group: str | None) -> list[Check]:
+    if group is None:
+        return list(checks)
+    return [c for c in checks if c.group in (group, "all")]
 
 
 def select(checks: list[Check], patterns: Sequence[str] | None) -> list[Check]:
@@ -299,17 +349,29 @@ def select(checks: list[Check], patterns: Sequence[str] | None) -> list[Check]:
 
 # --- running ------------------------------------------------------------------------------------------------
 
-def child_env() -> dict[str, str]:
-    """This environment, with the project importable from any working folder."""
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment, with the project importable from any working folder, and `extra`."""
     paths = [str(PROJECT_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(paths), PYTHONUNBUFFERED="1")
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(paths), PYTHONUNBUFFERED="1", **(extra or {}))
 
 
-def run_subprocess(argv: Sequence[str], timeout_s: float) -> Completed:
+def visible_gpus(count: int) -> str:
+    """CUDA_VISIBLE_DEVICES for a check that may see `count` GPUs: the first of those this process sees."""
+    seen = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return ",".join((seen or [str(i) for i in range(max(count, torch.cuda.device_count()))])[:count])
+
+
+def check_env(check: Check) -> dict[str, str]:
+    """What a check's process adds to the environment: its GPUs (on a multi-GPU host pytest and the
+    benchmarks must not see more than one) and its own variables."""
+    return {"CUDA_VISIBLE_DEVICES": visible_gpus(check.gpus), **dict(check.env)}
+
+
+def run_subprocess(argv: Sequence[str], timeout_s: float, env: dict[str, str] | None = None) -> Completed:
     """Run argv with stdout and stderr together; at the time limit, kill it and everything it started
     (DDP ranks, DataLoader workers), which share its new process group."""
     proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            text=True, errors="replace", env=child_env(), start_new_session=True)
+                            text=True, errors="replace", env=child_env(env), start_new_session=True)
     try:
         output, _ = proc.communicate(timeout=timeout_s)
         return Completed(proc.returncode, output)
@@ -347,7 +409,7 @@ def run_check(check: Check, runner: Runner, done: dict[str, Result]) -> Result:
         return Result(check.name, "skip", detail=reason, command=command)
     started = time.perf_counter()
     try:
-        completed = runner(check.argv, check.timeout_s)
+        completed = runner(check.argv, check.timeout_s, check_env(check))
     except subprocess.TimeoutExpired as err:
         partial = err.output or ""
         completed = Completed(None, partial.decode(errors="replace") if isinstance(partial, bytes) else partial,
@@ -386,7 +448,8 @@ def run_checks(checks: Sequence[Check], runner: Runner = run_subprocess,
 
 @exits_cleanly
 def prepare_images(data_dir: str, images_dir: str, count: str | int = PNG_COUNT) -> int:
-    """Download and extract CIFAR-10 if needed, read it, and write the first test images as PNG files."""
+    """Read the prepared CIFAR-10 copy (extracting an archive placed there if need be) and write the first
+    test images as PNG files."""
     from PIL import Image
 
     from cifar10.data import CIFAR10DataModule
@@ -460,24 +523,36 @@ def compare_onnx_with_predict(onnx_file: str, ckpt: str, images_dir: str) -> int
 # --- the command --------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
+    groups = ", ".join(GROUPS)
     parser = CliParser(
         prog="python -m cifar10.gpu_check", hint="the options",
-        description="Check the project's whole GPU path on this machine in a few minutes. "
-        + __doc__.split("\n\n")[1].replace("\n", " ") + " Meant to take under 10 minutes on one "
-        "recent GPU, CIFAR-10's download included; `make gpu-check DATA_DIR=...` runs it with no venv set-up.",
-        epilog="Exit codes: 0 every check passed or was skipped; 1 some check failed; 2 no CUDA GPU is visible "
-        "(or bad options). Checks that need a failed or skipped one are skipped.")
+        description="Check the project's whole GPU path on this machine. "
+        + __doc__.split("\n\n")[1].replace("\n", " ") + f" Run one group at a time ({groups}; --list shows "
+        "each with its checks and estimated minutes), each as one command; `make gpu-check DATA_DIR=... "
+        "ARGS='--group fits'` runs it with no venv set-up.",
+        epilog="Exit codes: 0 every check passed or was skipped; 1 some check failed; 2 no CUDA GPU is visible, "
+        "no prepared CIFAR-10 in --data-dir, or bad options. Checks that need a failed or skipped one are skipped.")
     add = parser.add_argument
     add("--data-dir", required=True, metavar="DIR",
-        help="CIFAR-10 folder, as for fit (downloaded there when absent)")
+        help="a prepared CIFAR-10 folder (holding cifar-10-batches-py/); nothing is downloaded")
     add("--out", default="gpu-check.json", metavar="FILE.json",
-        help="where the results are written as JSON (default gpu-check.json)")
+        help="the JSON file each run adds its results to (default gpu-check.json)")
+    add("--group", choices=GROUPS, help="run this group of checks (default: all, which may outlast one 10-minute "
+        "command)")
     add("--only", nargs="+", metavar="NAME",
         help="run only these checks (names or shell patterns such as 'fit-*'), with the checks they need")
     add("--work-dir", metavar="DIR",
         help="keep the runs, exports, images and reports here (default: a temporary folder, removed at the end)")
-    add("--list", action="store_true", help="list the checks and their commands, run nothing")
+    add("--list", action="store_true", help="list the groups, their estimated minutes and their checks; run nothing")
     return parser
+
+
+def require_data(data_dir: Path) -> None:
+    """gpu-check never downloads: on a GPU host without network that would wait, then skip every check."""
+    if not (data_dir / "cifar-10-batches-py").is_dir():
+        raise UserError(f"no prepared CIFAR-10 in {data_dir} (no cifar-10-batches-py/ folder there), so nothing "
+                        f"was run. Put the copy on this machine first ({STAGING}) and pass that folder as "
+                        "--data-dir (make gpu-check DATA_DIR=...).")
 
 
 def gpu_info() -> dict:
@@ -509,32 +584,49 @@ def notes(results: Sequence[Result]) -> list[str]:
     return lines
 
 
-def write_report(path: Path, info: dict, results: Sequence[Result], seconds: float) -> None:
+def write_report(path: Path, info: dict, results: Sequence[Result], seconds: float, group: str | None) -> None:
+    """Add this run to the JSON file: its checks replace earlier results of the same name, and `runs` lists
+    every run (group, seconds), so the slices of one machine end in one file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    report = info | {"seconds": round(seconds, 1), "checks": [r.as_json() for r in results]}
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        report = {}
+    if not isinstance(report, dict) or not isinstance(report.get("checks"), list):
+        report = {}
+    new = {r.name for r in results}
+    checks = [c for c in report.get("checks", []) if isinstance(c, dict) and c.get("name") not in new]
+    runs = report.get("runs") if isinstance(report.get("runs"), list) else []
+    report = info | {"seconds": round(sum(r.get("seconds", 0) for r in runs) + seconds, 1),
+                     "runs": runs + [{"group": group or "all", "seconds": round(seconds, 1)}],
+                     "checks": checks + [r.as_json() for r in results]}
+    atomic_write_text(path, json.dumps(report, indent=2) + "\n")
 
 
 def list_checks(checks: Sequence[Check]) -> None:
+    minutes = group_minutes(checks)
+    print(f"groups (estimated minutes on one H100, {sum(minutes.values()):.0f} in all; the data check runs in each):")
+    for group, group_min in minutes.items():
+        print(f"  {group:<9} {group_min:4.1f} min  {GROUPS[group]}")
     for check in checks:
-        print(f"{check.name}: {subprocess.list2cmdline(check.argv)}")
+        print(f"[{check.group}] {check.name}: {subprocess.list2cmdline(check.argv)}")
 
 
 def check_all(args: argparse.Namespace, work: Path, runner: Runner) -> int:
-    checks = select(build_checks(Path(args.data_dir), work), args.only)
+    checks = select(in_group(build_checks(Path(args.data_dir), work), args.group), args.only)
     info = gpu_info()
     print(f"GPU: {info['device']} (x{info['gpus']}), torch {info['torch']} (CUDA {info['cuda']}), "
           f"lightning {info['lightning']}; {len(checks)} checks", flush=True)
     started = time.perf_counter()
     results = run_checks(checks, runner, lambda line: print(line, flush=True))
     seconds = time.perf_counter() - started
-    write_report(Path(args.out), info, results, seconds)
+    write_report(Path(args.out), info, results, seconds, args.group)
     counts = {status: sum(r.status == status for r in results) for status in ("pass", "fail", "skip")}
     print("\n" + results_table(results) + "\n")
     for line in notes(results):
         print(line)
     print(f"{counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped in {seconds:.0f} s; "
-          f"results in {args.out}")
+          f"results added to {args.out}")
     return 1 if counts["fail"] else 0
 
 
@@ -543,9 +635,11 @@ def main(argv: Sequence[str] | None = None, *, runner: Runner = run_subprocess) 
     """The gpu-check CLI; `runner` runs one check's argv within its time limit (tests pass a fake one)."""
     args = build_parser().parse_args(argv)
     if args.list:
-        list_checks(select(build_checks(Path(args.data_dir), Path(args.work_dir or "WORK")), args.only))
+        checks = build_checks(Path(args.data_dir), Path(args.work_dir or "WORK"))
+        list_checks(select(in_group(checks, args.group), args.only))
         return 0
     require_gpu()
+    require_data(Path(args.data_dir))
     try:
         if args.work_dir:
             return check_all(args, Path(args.work_dir).resolve(), runner)

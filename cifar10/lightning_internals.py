@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import lightning as L
+import torch
 
 # LightningModule stores the name of the hook it is calling here, around every hook (44 times a step).
 HOOK_NAME_ATTR = "_current_fx_name"
@@ -41,3 +42,28 @@ def logger_step_as_at_batch_end(trainer: L.Trainer) -> Iterator[None]:
         yield
     finally:
         loop._batches_that_stepped += 1
+
+
+def skip_sigterm_broadcast(trainer: L.Trainer) -> None:
+    """Turn off the SIGTERM flag Lightning 2.6's training loop broadcasts from rank 0 before every batch
+    under DDP (a device tensor, a broadcast and `.item()`: a host synchronisation per step; upstream
+    Lightning-AI/pytorch-lightning#21487).
+
+    The flag is set only by Lightning's own SIGTERM handler; StopOnSignal replaces that handler and agrees
+    on a stop across ranks itself, so the broadcast would always carry 0. A Lightning without the method
+    needs nothing turned off.
+    """
+    loop = trainer.fit_loop.epoch_loop
+    if hasattr(loop, SIGTERM_BROADCAST):
+        setattr(loop, SIGTERM_BROADCAST, lambda: None)
+
+
+SIGTERM_BROADCAST = "_broadcast_sigterm_tensor"  # _TrainingEpochLoop's method, called in advance()
+
+
+def nvml_index(cuda_index: int) -> int:
+    """The NVML index of a CUDA device, CUDA_VISIBLE_DEVICES (ordinals or UUIDs) taken into account.
+
+    torch.cuda keeps this mapping private; it is needed to ask NVML about a device without initialising CUDA.
+    """
+    return torch.cuda._get_nvml_device_index(cuda_index)

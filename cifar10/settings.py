@@ -31,6 +31,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from cifar10 import runs
 from cifar10.data import AUGMENT_PRESETS, NORMALIZE_PRESETS
 from cifar10.errors import CliParser, UserError
+from cifar10.gpu import native_bf16
 from cifar10.loggers import logger_names
 from cifar10.models import model_info, model_names, recipe
 from cifar10.models.base import OPTIMIZERS, SCHEDULES, TTA_MODES
@@ -99,9 +100,15 @@ class TrainerSettings:
     compile: bool
 
     def trainer_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of L.Trainer; deterministic is always on with the CPU (exact resume)."""
+        """The keyword arguments of L.Trainer; deterministic is always on with the CPU (exact resume), and
+        cudnn.benchmark (the fastest convolution algorithms for the batch's shape, as airbench) on a GPU
+        unless --deterministic."""
         kwargs = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "compile"}
-        return kwargs | {"deterministic": self.deterministic or not uses_cuda(self.accelerator)}
+        cuda = uses_cuda(self.accelerator)
+        # compiled: evaluate under no_grad, as fit's validation does; the final test's inference mode would be
+        # a third grad state, so a third compilation of the network
+        return kwargs | {"deterministic": self.deterministic or not cuda, "benchmark": cuda and not self.deterministic,
+                         "inference_mode": not self.compile}
 
 
 @dataclass(frozen=True)
@@ -218,10 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--data-url", metavar="URL", help="archive URL, file:// works (default: the official one)")
     add("--data-md5", metavar="MD5", help="md5 of the archive at --data-url")
     add("--accelerator", choices=ACCELERATORS, help="default auto")
-    add("--devices", type=device_count, metavar="N", help="devices per machine (default auto)")
+    add("--devices", type=device_count, metavar="N",
+        help="devices per machine (default 1; auto: every device here, also the default with --strategy or "
+        "--num-nodes)")
     add("--num-nodes", type=int, metavar="N", help="machines, for multi-node DDP (default 1)")
-    add("--strategy", metavar="S", help="Lightning strategy, e.g. ddp (default auto)")
-    add("--precision", choices=PRECISIONS, help="auto (default): bf16-mixed on a GPU that has bf16, else 32")
+    add("--strategy", metavar="S", help="Lightning strategy, e.g. ddp (default auto: one device, no DDP)")
+    add("--precision", choices=PRECISIONS,
+        help="auto (default): bf16-mixed on a GPU that computes in bf16 (compute capability 8.0 or later), else 32")
     add("--channels-last", action=argparse.BooleanOptionalAction,
         help="channels-last memory format (default: on; faster for the conv nets, see `python -m cifar10.bench layout`)")
     add("--compile", action=argparse.BooleanOptionalAction, help="torch.compile the network")
@@ -394,13 +404,26 @@ def resolve_auto(settings: dict[str, Any]) -> dict[str, Any]:
     """Settings left on 'auto' become what is fastest here: bf16 autocast on a GPU, channels-last everywhere."""
     s = dict(settings)
     if s["precision"] == "auto":
-        s["precision"] = "bf16-mixed" if uses_cuda(s["accelerator"]) and torch.cuda.is_bf16_supported() else "32"
+        s["precision"] = "bf16-mixed" if uses_cuda(s["accelerator"]) and native_bf16() else "32"
     elif s["precision"] == "16-mixed" and not uses_cuda(s["accelerator"]):  # what Lightning runs instead: a true record
         rank_zero_only(print)("--precision 16-mixed needs a GPU; on the CPU this run uses bf16-mixed.", file=sys.stderr)
         s["precision"] = "bf16-mixed"
     if s["channels_last"] is None:
         s["channels_last"] = True
+    s["devices"] = resolve_devices(s["devices"], s["strategy"], s["num_nodes"])
     return s
+
+
+def resolve_devices(devices: int | str, strategy: str, num_nodes: int) -> int | str:
+    """'auto' devices is one, unless a strategy or several machines ask for DDP.
+
+    Lightning's own 'auto' is every GPU of the machine: on a multi-GPU host a plain fit would become a
+    DDP run nobody asked for (N times the global batch), and its launcher re-runs sys.argv once per rank,
+    which hangs in-process callers such as pytest and the benchmarks.
+    """
+    if devices == "auto" and strategy == "auto" and num_nodes == 1:
+        return 1
+    return devices
 
 
 def settings_from(argv: Sequence[str]) -> tuple[Settings, runs.ResumePoint | None]:

@@ -21,7 +21,7 @@ import lightning as L
 import torch
 
 from cifar10.errors import UserError
-from cifar10.lightning_internals import logger_step_as_at_batch_end
+from cifar10.lightning_internals import logger_step_as_at_batch_end, skip_sigterm_broadcast
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal's number, as shells report them
 
@@ -72,6 +72,7 @@ class StopOnSignal(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.install()
+        skip_sigterm_broadcast(trainer)  # our handler owns SIGTERM now: Lightning's flag is never set
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.install()
@@ -120,9 +121,17 @@ class FiniteLoss(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if (trainer.global_step % trainer.log_every_n_steps == 0 and isinstance(outputs, dict)
-                and not bool(torch.isfinite(outputs["loss"]))):
-            raise self.error(trainer, float(outputs["loss"]), f"at step {trainer.global_step}")
+        if trainer.global_step % trainer.log_every_n_steps or not isinstance(outputs, dict):
+            return
+        loss = float(outputs["loss"])  # read back at logging steps only, as Lightning's logger does
+        finite = math.isfinite(loss)
+        # Under DDP every rank must stop at the same step: one rank raising alone leaves the others
+        # waiting in their next collective until its timeout (30 minutes by default).
+        if trainer.world_size > 1 and not trainer.strategy.reduce_boolean_decision(finite, all=True):
+            raise self.error(trainer, "non-finite on another process" if finite else loss,
+                             f"at step {trainer.global_step}")
+        if not finite:
+            raise self.error(trainer, loss, f"at step {trainer.global_step}")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         loss = trainer.callback_metrics.get("train/loss_epoch")
@@ -130,7 +139,7 @@ class FiniteLoss(L.Callback):
             raise self.error(trainer, float(loss), f"as the mean of epoch {trainer.current_epoch}")
 
     @staticmethod
-    def error(trainer: L.Trainer, value: float, where: str) -> NonFiniteLoss:
+    def error(trainer: L.Trainer, value: float | str, where: str) -> NonFiniteLoss:
         lr = ", ".join(f"{group['lr']:.3g}" for opt in trainer.optimizers for group in opt.param_groups)
         return NonFiniteLoss(f"the training loss became {value} {where} (learning rate now {lr}), so training "
                              "stopped and the run is marked failed. Lower --lr (or use --schedule onecycle, which "

@@ -170,3 +170,41 @@ def test_presets_run_on_the_gpu_with_a_gpu_generator(preset):
     out = augment(images, preset, torch.Generator("cuda").manual_seed(0))
     assert out.device == images.device and out.dtype == torch.uint8 and out.shape == images.shape
     assert torch.equal(out, augment(images, preset, torch.Generator("cuda").manual_seed(0)))
+
+
+class HostCopies:
+    """Counts calls that copy host data to a device: torch.tensor / as_tensor / from_numpy, and Tensor.to
+    or Tensor.cuda with a device named (dtype-only .to calls stay on their device)."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.calls: list[str] = []
+        for owner, name, always in ((torch, "tensor", True), (torch, "as_tensor", True), (torch, "from_numpy", True),
+                                    (torch.Tensor, "to", False), (torch.Tensor, "cuda", True)):
+            monkeypatch.setattr(owner, name, self.counted(getattr(owner, name), name, always))
+
+    def counted(self, function, name: str, always: bool):
+        def wrapper(*args, **kwargs):
+            named_device = "device" in kwargs or any(isinstance(a, (str, torch.device)) for a in args[1:])
+            if always or named_device:
+                self.calls.append(name)
+            return function(*args, **kwargs)
+        return wrapper
+
+
+@pytest.mark.parametrize("preset", AUGMENT_PRESETS)
+def test_augmentation_after_transfer_copies_nothing_from_the_host(preset, tiny_archive, tmp_path, monkeypatch):
+    """On a GPU each such copy is a blocking host-to-device transfer per step."""
+    import lightning as L
+
+    from cifar10.data import CIFAR10DataModule
+
+    dm = CIFAR10DataModule(data_dir=tmp_path, url=tiny_archive.url, md5=tiny_archive.md5, batch_size=16,
+                           val_size=50, augment=preset)
+    dm.prepare_data()
+    dm.setup("fit")
+    dm.trainer = L.Trainer(accelerator="cpu", logger=False)  # the epoch and rank that seed the augmentation
+    batch = next(iter(dm.train_dataloader()))
+    copies = HostCopies(monkeypatch)
+    images, labels = dm.on_after_batch_transfer(batch, 0)
+    assert images.shape == (16, 3, 32, 32) and images.dtype == torch.uint8
+    assert copies.calls == [], copies.calls

@@ -112,3 +112,21 @@ def test_gpu_asked_for_without_cuda_is_a_clear_error(tiny_run, tiny_archive, tmp
     err = capsys.readouterr().err
     assert "--accelerator gpu needs CUDA" in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()  # refused before anything was written
+
+
+@pytest.mark.slow
+def test_evaluate_tests_in_the_precision_fit_tested_in(tiny_archive, tmp_path):
+    """A bf16-mixed run: evaluate's accuracy is fit's own test accuracy, bit for bit (32-bit would differ)."""
+    from cifar10.fit import main as fit_main
+
+    logs, data = tmp_path / "logs", tmp_path / "data"
+    assert fit_main(["--model", "mlp", "--data-url", tiny_archive.url, "--data-md5", tiny_archive.md5,
+                     "--data-dir", str(data), "--val-size", "0", "--max-epochs", "1", "--batch-size", "32",
+                     "--accelerator", "cpu", "--precision", "bf16-mixed", "--logdir", str(logs)]) == 0
+    run = logs / "mlp" / "version_0"
+    metrics = json.loads((run / "metrics.json").read_text())
+    out = tmp_path / "report"
+    assert main(["--ckpt", str(run / "checkpoints" / "last.ckpt"), "--data-dir", str(data), "--data-url",
+                 tiny_archive.url, "--data-md5", tiny_archive.md5, "--accelerator", "cpu", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["precision"] == "bf16-mixed" and report["acc"] == metrics["test_acc"]

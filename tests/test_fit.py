@@ -18,6 +18,7 @@ from cifar10.errors import UserError
 from cifar10.evaluate import main as evaluate_main
 from cifar10.data import CIFAR10DataModule
 from cifar10.fit import main, make_trainer
+from cifar10.gpu import native_bf16
 from cifar10.settings import Settings, given_settings, resolve_auto, resolve_settings
 from cifar10.models import model_info, model_names, recipe
 
@@ -163,7 +164,7 @@ def test_speedrun_on_the_gpu_takes_the_fast_path(tiny_archive, tmp_path):
     assert main(args) == 0
     metrics = json.loads((tmp_path / "logs" / "speedrun" / "version_0" / "metrics.json").read_text())
     assert metrics["device"].startswith("cuda x1") and metrics["settings"]["channels_last"] is True
-    assert metrics["precision"] == ("bf16-mixed" if torch.cuda.is_bf16_supported() else "32")
+    assert metrics["precision"] == ("bf16-mixed" if native_bf16() else "32")
     assert metrics["settings"]["tta"] == "flip-shift" and 0 <= metrics["test_acc"] <= 1
     assert torch.load(tmp_path / "logs" / "speedrun" / "version_0" / "checkpoints" / "last.ckpt",
                       weights_only=True)["lookahead"] is not None
@@ -179,3 +180,64 @@ def test_settings_split_into_sections_and_back():
     assert set(s.section_dict("data")) == set(inspect.signature(CIFAR10DataModule).parameters) - {
         "eval_batch_size", "on_device"}  # the data section is the DataModule's arguments
     assert not set(s.hparams_view()) & {"data_dir", "data_url", "data_md5", "logdir", "ckpt_path", "config"}
+
+
+@pytest.mark.parametrize("flags, devices", [
+    ([], 1),  # Lightning's own auto would be every GPU here: a DDP run nobody asked for
+    (["--devices", "auto"], 1),
+    (["--devices", "3"], 3),
+    (["--strategy", "ddp"], "auto"),  # a strategy asks for DDP: every device
+    (["--num-nodes", "2"], "auto"),
+    (["--devices", "2", "--strategy", "ddp"], 2),
+])
+def test_devices_are_one_unless_ddp_is_asked_for(flags, devices):
+    settings, _ = resolve_settings(given_settings(["--accelerator", "cpu", *flags]))
+    assert Settings.from_flat(resolve_auto(settings)).trainer.devices == devices
+
+
+def test_help_says_devices_default_to_one():
+    done = subprocess.run([sys.executable, "-m", "cifar10.fit", "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    assert "devices per machine (default 1; auto: every device here, also the default with --strategy" in text
+
+
+def test_auto_precision_is_bf16_only_where_the_gpu_computes_in_it(monkeypatch):
+    """Asked through NVML (no CUDA initialisation in the launching process); a pre-Ampere GPU, which only
+    emulates bf16, trains in 32-bit."""
+    import cifar10.gpu as gpu
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: pytest.fail("initialises CUDA"))
+    settings, _ = resolve_settings(given_settings(["--accelerator", "gpu"]))
+    for capability, precision in (((7, 5), "32"), ((8, 0), "bf16-mixed"), ((9, 0), "bf16-mixed")):
+        monkeypatch.setattr(gpu, "compute_capability_nvml", lambda index=0, c=capability: c)
+        assert resolve_auto(settings)["precision"] == precision, capability
+
+
+def test_trainer_benchmarks_convolutions_only_on_a_gpu_and_not_when_deterministic(monkeypatch):
+    settings, _ = resolve_settings(given_settings(["--accelerator", "cpu"]))
+    assert Settings.from_flat(resolve_auto(settings)).trainer.trainer_kwargs()["benchmark"] is False
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for flags, benchmark in (([], True), (["--deterministic"], False)):
+        settings, _ = resolve_settings(given_settings(["--accelerator", "gpu", "--precision", "32", *flags]))
+        kwargs = Settings.from_flat(resolve_auto(settings)).trainer.trainer_kwargs()
+        assert kwargs["benchmark"] is benchmark and kwargs["deterministic"] is not benchmark
+
+
+def test_the_sync_debug_guard_is_added_only_when_asked_and_checks_the_first_batch(monkeypatch):
+    from cifar10 import gpu
+    from cifar10.models import create_model
+
+    monkeypatch.delenv(gpu.SYNC_DEBUG_ENV, raising=False)
+    assert gpu.guard_callbacks() == []
+    monkeypatch.setenv(gpu.SYNC_DEBUG_ENV, "1")
+    assert [type(c) for c in gpu.guard_callbacks()] == [gpu.SyncDebug]
+    model = create_model("lenet", channels_last=True)
+    labels = torch.zeros(4, dtype=torch.long)
+    gpu.check_first_batch(model, (torch.zeros(4, 3, 32, 32, dtype=torch.uint8), labels))  # as the fast path has it
+    with pytest.raises(AssertionError, match="float32, not uint8"):
+        gpu.check_first_batch(model, (torch.zeros(4, 3, 32, 32), labels))
+    conv = next(p for p in model.net.parameters() if p.dim() == 4)
+    conv.data = conv.data.contiguous()  # back to NCHW
+    with pytest.raises(AssertionError, match="channels-last is set but"):
+        gpu.check_first_batch(model, (torch.zeros(4, 3, 32, 32, dtype=torch.uint8), labels))

@@ -73,10 +73,11 @@ class FakeRunner:
     """Records each call; the checks whose command contains one of `failing` exit 1 with a traceback."""
 
     def __init__(self, *failing: str) -> None:
-        self.failing, self.calls = failing, []
+        self.failing, self.calls, self.envs = failing, [], []
 
-    def __call__(self, argv, timeout_s):
+    def __call__(self, argv, timeout_s, env=None):
         self.calls.append((list(argv), timeout_s))
+        self.envs.append(dict(env or {}))
         text = " ".join(map(str, argv))
         if any(needle in text for needle in self.failing):
             return Completed(1, "line\n" * 50 + "Traceback (most recent call last):\nRuntimeError: CUDA error: boom\n")
@@ -90,6 +91,13 @@ def fake_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    monkeypatch.setattr(gpu_check, "native_bf16", lambda: True)
+
+
+def prepared(data_dir: Path) -> Path:
+    """A data folder as gpu-check requires it (the fake runner never reads it)."""
+    (data_dir / "cifar-10-batches-py").mkdir(parents=True)
+    return data_dir
 
 
 def by_name(results) -> dict:
@@ -131,24 +139,46 @@ def test_make_gpu_check_runs_with_the_given_python_and_no_venv(tmp_path):
 
 # --- the check list ----------------------------------------------------------------------------------------
 
-def test_every_model_is_fitted_on_the_gpu_in_both_precisions_and_three_compiled(tmp_path):
+def test_every_model_is_fitted_on_the_gpu_and_speedrun_past_its_epoch_3(tmp_path):
     checks = by_name(build_checks(tmp_path / "data", tmp_path / "work"))
     for model in model_names():
-        for suffix, precision in (("bf16", "bf16-mixed"), ("32", "32")):
-            f = flags(checks[f"fit-{model}-{suffix}"].argv)
-            assert f["--model"] == model and f["--precision"] == precision and "--compile" not in f
-    for model in ("lenet", "resnet18", "speedrun"):
-        f = flags(checks[f"fit-{model}-compile"].argv)
-        assert f["--model"] == model and "--compile" in f
+        f = flags(checks[f"fit-{model}"].argv)
+        assert f["--model"] == model and "--precision" not in f and "--compile" not in f  # auto: bf16 where it is
+    for model in gpu_check.PRECISION_MODELS:
+        assert flags(checks[f"fit-{model}-32"].argv)["--precision"] == "32"
     fits = [c for c in checks.values() if "cifar10.fit" in c.argv]
-    assert len(fits) == 2 * len(model_names()) + 3 + 1  # + the DDP fit
+    speedruns = {"speedrun-sync-debug", "speedrun-compile", "ddp-2gpu"}
+    assert len(fits) == len(model_names()) + len(gpu_check.PRECISION_MODELS) + len(speedruns)
     for check in fits:
         f = flags(check.argv)
-        assert f["--accelerator"] == "gpu" and f["--max-epochs"] == "1" and f["--limit-train-batches"] == "20"
-        assert int(f["--val-size"]) > 0 and f["--data-dir"] == str(tmp_path / "data")
+        assert f["--accelerator"] == "gpu" and int(f["--val-size"]) > 0 and f["--data-dir"] == str(tmp_path / "data")
         assert f["--devices"] == ("2" if check.name == "ddp-2gpu" else "1")
+        assert f["--max-epochs"] == ("4" if check.name in speedruns else "1")
+        if check.name in speedruns:  # epoch 3 is the whitening bias's last: its code runs at epoch 4's start
+            assert f["--model"] == "speedrun" and check.group == "speedrun"
     assert len({flags(c.argv)["--logdir"] for c in fits}) == len(fits)  # each run in its own folder
-    assert flags(checks["ddp-2gpu"].argv)["--strategy"] == "ddp"
+    assert flags(checks["ddp-2gpu"].argv)["--strategy"] == "ddp" and checks["ddp-2gpu"].gpus == 2
+    assert "--compile" in flags(checks["speedrun-compile"].argv)
+    assert dict(checks["speedrun-sync-debug"].env) == {"CIFAR10_SYNC_DEBUG": "1"}
+
+
+def test_groups_fit_a_10_minute_command_the_slowest_first_and_the_whole_under_12_minutes(tmp_path, capsys):
+    checks = build_checks(tmp_path / "data", tmp_path / "work")
+    minutes = gpu_check.group_minutes(checks)
+    assert set(minutes) == set(gpu_check.GROUPS) and all(m <= 6 for m in minutes.values()), minutes
+    assert list(minutes.values()) == sorted(minutes.values(), reverse=True)
+    assert sum(minutes.values()) < 12
+    assert {c.group for c in checks} == set(gpu_check.GROUPS) | {"all"}
+    assert list(dict.fromkeys(c.group for c in checks[1:])) == list(minutes)  # they run in that order too
+    for group in gpu_check.GROUPS:  # every group's checks find what they need in the group itself
+        chosen = gpu_check.in_group(checks, group)
+        assert select(chosen, [c.name for c in chosen]) == chosen
+        assert sum(c.timeout_s for c in chosen if c.name != "data") >= 60 * minutes[group]
+    assert main(["--data-dir", str(tmp_path), "--list"]) == 0
+    listed = capsys.readouterr().out
+    for group in gpu_check.GROUPS:
+        assert f"{group:<9} {minutes[group]:4.1f} min" in listed
+    assert "[speedrun] ddp-2gpu:" in listed
 
 
 def test_checkpoint_tools_and_benchmarks_are_checked(tmp_path):
@@ -187,8 +217,8 @@ def test_only_takes_names_and_patterns_and_adds_what_they_need(tmp_path):
     assert [c.name for c in select(checks, ["evaluate"])] == ["data", CKPT_SOURCE, "evaluate"]
     assert [c.name for c in select(checks, ["onnx-vs-predict"])] == ["data", CKPT_SOURCE, "export-onnx",
                                                                        "onnx-vs-predict"]
-    assert {c.name for c in select(checks, ["fit-*-compile"])} == {"data", "fit-lenet-compile",
-                                                                   "fit-resnet18-compile", "fit-speedrun-compile"}
+    assert {c.name for c in select(checks, ["fit-*-32"])} == {"data", "fit-lenet-32", "fit-resnet18-32",
+                                                              "fit-speedrun-32"}
     assert select(checks, None) == checks
     with pytest.raises(UserError, match="fit-nothing matches no check"):
         select(checks, ["fit-nothing"])
@@ -199,7 +229,7 @@ def test_only_takes_names_and_patterns_and_adds_what_they_need(tmp_path):
 def test_all_passing_prints_the_table_writes_the_json_and_exits_0(tmp_path, capsys, fake_gpu):
     out = tmp_path / "results" / "gpu.json"
     runner = FakeRunner()
-    assert main(["--data-dir", str(tmp_path / "data"), "--out", str(out)], runner=runner) == 0
+    assert main(["--data-dir", str(prepared(tmp_path / "data")), "--out", str(out)], runner=runner) == 0
     report = json.loads(out.read_text())
     assert report["device"] == "Fake GPU" and report["torch"] == torch.__version__ and report["lightning"]
     names = [c.name for c in build_checks(Path("data"), Path("work"))]
@@ -230,7 +260,7 @@ def test_all_passing_prints_the_table_writes_the_json_and_exits_0(tmp_path, caps
 def test_a_failure_exits_1_is_detailed_and_skips_what_needs_it(tmp_path, capsys, fake_gpu):
     out = tmp_path / "gpu.json"
     runner = FakeRunner("runs/fit-lenet-32")  # its logdir: that fit alone fails
-    assert main(["--data-dir", str(tmp_path / "data"), "--out", str(out)], runner=runner) == 1
+    assert main(["--data-dir", str(prepared(tmp_path / "data")), "--out", str(out)], runner=runner) == 1
     checks = by_name(json.loads(out.read_text())["checks"])
     failed = checks["fit-lenet-32"]
     assert failed["status"] == "fail" and failed["detail"].startswith("exit code 1")
@@ -239,7 +269,7 @@ def test_a_failure_exits_1_is_detailed_and_skips_what_needs_it(tmp_path, capsys,
         assert checks[name]["status"] == "skip", name
     assert checks["evaluate"]["detail"] == "needs fit-lenet-32, which failed"
     assert checks["onnx-vs-predict"]["detail"] == "needs export-onnx, which was skipped"
-    assert checks["fit-lenet-bf16"]["status"] == "pass" and checks["bench-data"]["status"] == "pass"
+    assert checks["fit-lenet"]["status"] == "pass" and checks["bench-data"]["status"] == "pass"
     printed = capsys.readouterr().out
     assert "failed fit-lenet-32: exit code 1" in printed and "RuntimeError: CUDA error: boom" in printed
 
@@ -253,6 +283,9 @@ def test_ddp_runs_with_two_gpus_and_is_skipped_with_one(tmp_path, monkeypatch):
         assert results["ddp-2gpu"].status == status
         ran = [argv for argv, _ in runner.calls if "cifar10.fit" in argv]
         assert len(ran) == (status == "pass")
+        assert all(env["CUDA_VISIBLE_DEVICES"] == "0" for env in runner.envs[:-1])  # the data check: one GPU
+        if status == "pass":
+            assert runner.envs[-1]["CUDA_VISIBLE_DEVICES"] == "0,1"
         if status == "skip":
             assert results["ddp-2gpu"].detail == "needs 2 GPUs; this machine has 1"
         else:
@@ -263,10 +296,10 @@ def test_a_timeout_is_a_fail(tmp_path):
     check = by_name(build_checks(tmp_path / "data", tmp_path / "work"))["bench-layout"]
     check = gpu_check.Check(check.name, check.argv, 7, check.figure)
 
-    def timing_out(argv, timeout_s):
+    def timing_out(argv, timeout_s, env):
         return Completed(None, "warming up\n", timed_out=True)
 
-    def raising(argv, timeout_s):
+    def raising(argv, timeout_s, env):
         raise subprocess.TimeoutExpired(list(argv), timeout_s, output=b"partial output\n")
 
     for runner, seen in ((timing_out, "warming up"), (raising, "partial output")):
@@ -277,7 +310,8 @@ def test_a_timeout_is_a_fail(tmp_path):
 
 def test_an_unreadable_figure_does_not_fail_a_passing_check(tmp_path):
     check = by_name(build_checks(tmp_path / "data", tmp_path / "work"))["bench-layout"]
-    result = run_check(gpu_check.Check(check.name, check.argv, 10, check.figure), lambda a, t: Completed(0, "hi"), {})
+    result = run_check(gpu_check.Check(check.name, check.argv, 10, check.figure), lambda a, t, e: Completed(0, "hi"),
+                       {})
     assert result.status == "pass" and result.figure.startswith("?")
 
 
@@ -335,3 +369,36 @@ def test_predict_exports_and_the_onnx_comparison_pass_on_a_real_checkpoint(tiny_
     onnx.save(proto, str(onnx_file))
     result = run_check(checks["onnx-vs-predict"], run_subprocess, done)
     assert result.status == "fail" and "MISMATCH" in result.detail
+
+
+# --- first contact: prepared data, slices, one JSON file, one GPU per check -----------------------------------
+
+@pytest.fixture
+def many_gpus(fake_gpu, monkeypatch):
+    """A host with 8 GPUs (and no CUDA_VISIBLE_DEVICES set)."""
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
+def test_without_prepared_data_it_refuses_in_one_line_naming_the_staging(tmp_path, capsys, fake_gpu):
+    runner = FakeRunner()
+    assert main(["--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "gpu.json")], runner=runner) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "no prepared CIFAR-10" in err
+    assert "shared/cifar10/README.md" in err and "receive.sh" in err
+    assert runner.calls == [] and not (tmp_path / "gpu.json").exists()
+
+
+def test_each_group_adds_its_results_to_one_json_file(tmp_path, many_gpus):
+    data, out = prepared(tmp_path / "data"), tmp_path / "gpu.json"
+    names = set()
+    for group in gpu_check.GROUPS:
+        runner = FakeRunner()
+        assert main(["--data-dir", str(data), "--out", str(out), "--group", group], runner=runner) == 0
+        names |= {c.name for c in gpu_check.in_group(build_checks(data, tmp_path), group)}
+        assert all(env["CUDA_VISIBLE_DEVICES"] == "0" for argv, env in zip(runner.calls, runner.envs)
+                   if "ddp" not in " ".join(argv[0]))  # pytest and the benchmarks see one GPU of the eight
+    report = json.loads(out.read_text())
+    assert [r["group"] for r in report["runs"]] == list(gpu_check.GROUPS)  # in the order they were run here
+    assert sorted(c["name"] for c in report["checks"]) == sorted(names)  # data once, each check once
+    assert {c["status"] for c in report["checks"]} == {"pass"}  # ddp-2gpu ran: 8 GPUs

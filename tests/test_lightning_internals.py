@@ -65,3 +65,23 @@ def test_the_logger_step_is_counted_where_lightning_saves_it():
     trainer = fit_tiny(save)
     assert save.seen == [-1, *range(9)], "Lightning's _batches_that_stepped moved"
     assert trainer.fit_loop.epoch_loop._batches_that_stepped == 10  # put back
+
+
+def test_the_sigterm_broadcast_is_the_method_the_training_loop_calls():
+    """Lightning 2.6 broadcasts a SIGTERM flag before every DDP batch through this method; if a new version
+    renames or inlines it, skip_sigterm_broadcast would silently do nothing, so this fails instead."""
+    import inspect
+
+    from lightning.pytorch.loops.training_epoch_loop import _TrainingEpochLoop
+
+    assert hasattr(_TrainingEpochLoop, internals.SIGTERM_BROADCAST), "the SIGTERM broadcast moved in Lightning"
+    assert f"self.{internals.SIGTERM_BROADCAST}()" in inspect.getsource(_TrainingEpochLoop.advance), \
+        "the training loop no longer calls the SIGTERM broadcast"
+    trainer = L.Trainer(accelerator="cpu", logger=False)
+    internals.skip_sigterm_broadcast(trainer)
+    assert getattr(trainer.fit_loop.epoch_loop, internals.SIGTERM_BROADCAST)() is None  # no collective, no raise
+
+
+def test_the_nvml_index_of_a_cuda_device_follows_cuda_visible_devices(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
+    assert internals.nvml_index(0) == 3 and internals.nvml_index(1) == 1, "torch.cuda moved _get_nvml_device_index"

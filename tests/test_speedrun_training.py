@@ -121,3 +121,41 @@ def test_speedrun_interrupted_mid_epoch_with_lookahead_ends_like_an_uninterrupte
     assert all(torch.equal(a["lookahead"][k], a["state_dict"][f"net.{k}"]) for k in a["lookahead"])
     bias = a["state_dict"]["net.0.bias"]
     assert bias.ne(0).any() and bias.equal(interrupted["state_dict"]["net.0.bias"])
+
+
+def test_test_time_augmentation_averages_bf16_logits_in_float32():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10)).to(torch.bfloat16)
+    model = lambda x: net(x.to(torch.bfloat16))  # noqa: E731 (what autocast hands back: bf16 logits)
+    x = torch.randn(16, 3, 8, 8)
+    for tta in ("flip", "flip-shift"):
+        logits = augmented_logits(model, x, tta)
+        assert logits.dtype == torch.float32, tta
+    expected = (model(x).float() + model(x.flip(-1)).float()) / 2
+    assert torch.equal(augmented_logits(model, x, "flip"), expected)
+
+
+class CountingBackend:
+    """A torch.compile backend that runs the graphs eagerly and counts how many it was given."""
+
+    def __init__(self) -> None:
+        self.graphs = 0
+
+    def __call__(self, graph_module, example_inputs):
+        self.graphs += 1
+        return graph_module.forward
+
+
+@pytest.mark.slow
+def test_a_compiled_speedrun_run_compiles_once_for_training_and_once_for_evaluation(tiny_archive, tmp_path,
+                                                                                     monkeypatch):
+    """5 epochs, past the whitening bias's last one; every batch the same size (250 + 50 + 100 images in 50s)."""
+    backend, compile_module = CountingBackend(), torch.nn.Module.compile
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: compile_module(self, backend=backend))
+    torch._dynamo.reset()
+    args = speedrun_args(tiny_archive, tmp_path / "data", tmp_path / "logs", "--compile", "--batch-size", "50")
+    try:
+        assert main(args) == 0
+    finally:
+        torch._dynamo.reset()
+    assert backend.graphs == 2

@@ -23,7 +23,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from cifar10.data import AUGMENT_PRESETS, CIFAR10DataModule, augment, normalize
+from cifar10.data import AUGMENT_PRESETS, CIFAR10DataModule, Normalize, augment
 
 DEFAULT_WORKERS = 2  # this project's reference box has 2 cores
 
@@ -85,11 +85,12 @@ def ours(dm: CIFAR10DataModule, preset: str, device: torch.device, seed: int) ->
     """What training sees: DataModule batches, augmented on the device, then normalised as the model's first
     step does (torchvision's pipeline below normalises too)."""
     generator = torch.Generator(device).manual_seed(seed)
+    to_input = Normalize(dm.mean, dm.std).to(device)  # once, as the model holds it
     for epoch in range(1_000_000):
         loader = dm.train_dataloader()
         loader.batch_sampler.sampler.set_epoch(epoch)
         for images, labels, _ in loader:  # training batches carry their number
-            yield normalize(augment(images, preset, generator), dm.mean, dm.std), labels
+            yield to_input(augment(images, preset, generator)), labels
 
 
 def theirs(dm: CIFAR10DataModule, preset: str, pil: bool, batch_size: int, workers: int,

@@ -154,7 +154,7 @@ def color_jitter(x: torch.Tensor, generator: torch.Generator, strength: float) -
     """
     n = len(x)
     b, c, s = (uniform(n, generator, 1 - strength, 1 + strength) for _ in "bcs")
-    gray = torch.tensor(GRAY, device=x.device)
+    gray = torch.stack([torch.full((), w, device=x.device) for w in GRAY])  # fills: torch.tensor copies from the host
     eye = torch.eye(3, device=x.device)
     matrix = (b * c)[:, None, None] * (s[:, None, None] * eye + (1 - s)[:, None, None] * gray)  # (n, 3, 3)
     mean_gray = torch.einsum("c,nc->n", gray, x.mean((2, 3)))

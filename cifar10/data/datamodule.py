@@ -79,11 +79,20 @@ class TensorBatches(BatchSampler):
     def __iter__(self):  # a generator: the order is drawn at the first batch, after Lightning's set_epoch
         done = self.skip(getattr(self.sampler, "epoch", 0))
         done = 0 if done >= len(self) else done  # a whole epoch done: the checkpoint came after it
-        batches = torch.as_tensor(list(self.sampler), device=self.device).split(self.batch_size)[done:]
+        batches = self._order().split(self.batch_size)[done:]
         if not self.numbered:
             yield from batches
         else:
             yield from (NumberedIndices(number, indices) for number, indices in enumerate(batches, start=done))
+
+
+    def _order(self) -> torch.Tensor:
+        """The epoch's indices on the device: one copy from pinned memory that does not block the host
+        (our samplers give a tensor; any other sampler's indices go through a list)."""
+        order = self.sampler.order() if hasattr(self.sampler, "order") else torch.as_tensor(list(self.sampler))
+        if self.device.type == "cuda":
+            return order.pin_memory().to(self.device, non_blocking=True)
+        return order.to(self.device)
 
 
 def keep_batch(batch):
@@ -108,11 +117,15 @@ class EpochShuffler(Sampler[int]):
     def __len__(self) -> int:
         return -(-self.size // self.world_size)
 
-    def __iter__(self):
+    def order(self) -> torch.Tensor:
+        """This epoch's indices for this rank, as a tensor on the CPU."""
         generator = torch.Generator().manual_seed(stream_seed(self.seed, self.epoch, SAMPLER_STREAM))
         order = torch.randperm(self.size, generator=generator)
         order = torch.cat([order, order[:len(self) * self.world_size - self.size]])
-        return iter(order[self.rank::self.world_size].tolist())
+        return order[self.rank::self.world_size]
+
+    def __iter__(self):
+        return iter(self.order().tolist())
 
 
 class Shard(Sampler[int]):
@@ -124,6 +137,9 @@ class Shard(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def order(self) -> torch.Tensor:
+        return torch.arange(self.indices.start, self.indices.stop, self.indices.step)
 
     def __iter__(self):
         return iter(self.indices)

@@ -205,10 +205,14 @@ def augmented_logits(model: Callable[[Tensor], Tensor], images: Tensor, tta: str
     augmentations.
 
     flip: the image and its mirror. flip-shift: half that, half the same for the image shifted one
-    pixel up-left and one down-right (reflect padding), as airbench evaluates.
+    pixel up-left and one down-right (reflect padding), as airbench evaluates. Averaged in float32: bf16
+    logits (autocast) keep 8 bits of mantissa, so their mean would flip near-ties.
     """
+    def logits(x: Tensor) -> Tensor:
+        return model(x).float()
+
     def mirrored(x: Tensor) -> Tensor:
-        return (model(x) + model(x.flip(-1))) / 2
+        return (logits(x) + logits(x.flip(-1))) / 2
 
     if tta == "none":
         return model(images)

@@ -11,7 +11,7 @@ training images when the trainer's data module offers them (`train_images`);
 otherwise the patch conv keeps its random start, which still trains (tests do this).
 
 Training tricks of airbench94 that belong to the model: the patch conv's bias trains for the first 3
-epochs only, and every 5 steps the weights move to a lookahead average of themselves (see Lookahead).
+epochs only (its gradient is dropped before later steps, see on_before_optimizer_step), and every 5 steps the weights move to a lookahead average of themselves (see Lookahead).
 The recipe gives the rest: triangle schedule, BN-bias lr x64, shift-altflip, flip-shift TTA.
 """
 
@@ -128,8 +128,15 @@ class Speedrun(ClassifierModule):
     def lookahead(self) -> Lookahead:
         return Lookahead()
 
-    def on_train_batch_start(self, batch, batch_idx: int) -> None:  # not epoch start: a resumed epoch skips that
-        self.net[0].bias.requires_grad_(self.current_epoch < WHITEN_BIAS_EPOCHS)
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # The bias's gradient is computed (and all-reduced under DDP) every step, then dropped before the
+        # step once it has trained its epochs: SGD and Adam skip a parameter whose grad is None, weight
+        # decay and momentum included, as airbench94's detached bias. Flipping requires_grad instead would
+        # change the graph: DDP (find_unused_parameters=False) then waits forever for that gradient
+        # ("Expected to have finished reduction in the prior iteration"), and torch.compile recompiles for
+        # the new grad mode. Decided per step from current_epoch, so a resumed run drops it the same way.
+        if self.current_epoch >= WHITEN_BIAS_EPOCHS:
+            self.net[0].bias.grad = None
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         decay = lookahead_decay(self.global_step, self.trainer.estimated_stepping_batches)
@@ -153,3 +160,13 @@ class Speedrun(ClassifierModule):
         if fresh and getattr(data, "train_images", None) is not None:
             images = self.normalize(data.train_images[:WHITEN_IMAGES].to(self.device))
             whiten_(self.net[0], images)
+            self.share_whitening()
+
+    @torch.no_grad()
+    def share_whitening(self) -> None:
+        """Every rank takes rank 0's whitening filters: the eigenvectors' signs (and last bits) are not
+        guaranteed equal across processes, and DDP broadcast the weights when it wrapped the model, before
+        on_fit_start. Sent as a CPU tensor: the strategy pickles it, and a CUDA one would arrive on rank 0's
+        device. Under one process the strategy's broadcast returns the tensor itself."""
+        layer = self.net[0]
+        layer.weight.copy_(self.trainer.strategy.broadcast(layer.weight.detach().cpu(), src=0))

@@ -49,8 +49,8 @@ class SpeedrunMuon(Speedrun):
         net[-1] = Scale(1 / WIDTHS[-1])
         return net
 
-    def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        pass  # the whitening bias stops through its schedule (rate 0 after 3 epochs), not requires_grad
+    def on_before_optimizer_step(self, optimizer) -> None:
+        pass  # the whitening bias stops through its schedule (rate 0 after 3 epochs), not by dropping its gradient
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         pass  # no lookahead
