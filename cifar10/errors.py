@@ -29,7 +29,10 @@ def exits_cleanly(main: Callable[..., int | None]) -> Callable[..., int]:
         try:
             return main(*args, **kwargs) or 0
         except UserError as err:
-            print(f"error: {err}", file=sys.stderr)
+            try:
+                print(f"error: {err}", file=sys.stderr)
+            except OSError:  # nobody reads stderr any more (a closed pipe): the exit code still says it
+                pass
             return 2
 
     return wrapper
