@@ -38,7 +38,7 @@ def test_bad_flag_values(argv, needles, capsys):
 
 def test_resume_last_without_an_earlier_run(tmp_path, capsys):
     code = main(["--model", "lenet", "--ckpt-path", "last", "--logdir", str(tmp_path)])
-    assert_clean_error(code, capsys.readouterr().err, "no earlier run", "lenet")
+    assert_clean_error(code, capsys.readouterr().err, "no unfinished run", "lenet")
 
 
 def test_missing_checkpoint_file(tmp_path, capsys):
