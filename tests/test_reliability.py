@@ -259,3 +259,27 @@ def test_predict_with_an_edited_class_list_is_a_clear_error(tiny_run, tmp_path, 
     Image.new("RGB", (40, 30), "red").save(image)
     code = predict_main(["--ckpt", str(edited), str(image)])
     assert_one_paragraph(code, capsys.readouterr().err, "names 3 classes", "CIFAR-10 has 10")
+
+
+# --- unwritable logdirs, and what a failed start leaves -----------------------------------------------------
+
+@pytest.mark.parametrize("blocker", ["logs", "logs/lenet"])
+def test_a_logdir_that_cannot_hold_run_folders_is_one_paragraph_before_anything_runs(blocker, tiny_archive, tmp_path,
+                                                                                      capsys):
+    (tmp_path / blocker).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / blocker).write_text("a file where a folder should go")
+    code = main(fit_args(tiny_archive, tmp_path))
+    assert_one_paragraph(code, capsys.readouterr().err, "cannot make a run folder", "--logdir", "Nothing was run")
+    assert not (tmp_path / "data").exists(), "nothing ran: no download"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_logdir_is_one_paragraph(tiny_archive, tmp_path, capsys):
+    (tmp_path / "logs").mkdir(mode=0o500)
+    assert_one_paragraph(main(fit_args(tiny_archive, tmp_path)), capsys.readouterr().err, "cannot make a run folder")
+
+
+def test_a_failed_start_leaves_no_empty_folders(tiny_archive, tmp_path, capsys):
+    code = main(fit_args(tiny_archive, tmp_path, "--data-url", (tmp_path / "missing.tar.gz").as_uri()))
+    assert_one_paragraph(code, capsys.readouterr().err, "Could not download")
+    assert not (tmp_path / "logs").exists(), "no empty logs/lenet/version_0"
