@@ -5,9 +5,11 @@ Light on purpose (no torch, no Lightning): `python -m cifar10` and `python -m ci
 handlers before their heavy imports, so a signal while those load ends the command quietly too.
 """
 
+import logging
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
@@ -70,6 +72,22 @@ def unbreakable_output() -> Iterator[None]:
         yield
     finally:
         sys.stdout, sys.stderr = before
+
+
+class DropAdverts(logging.Filter):
+    """Drop Lightning's "💡 Tip: ... try installing litlogger / litmodels" lines: advice about other products."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+def quiet_library_notices() -> None:
+    """Silence what the libraries print that says nothing about this run: Lightning's product tips, and the
+    deprecation warning its own _pytree helper triggers in torch (ours to silence: no code of ours uses it)."""
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, DropAdverts) for f in rank_zero.filters):
+        rank_zero.addFilter(DropAdverts())
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 def exit_on_signal(signum: int, frame: object) -> None:

@@ -5,6 +5,8 @@ import sys
 from collections.abc import Callable
 from functools import wraps
 
+from cifar10.console import quiet_library_notices
+
 
 class UserError(Exception):
     """Bad input from the user: the message says what was wrong and how to fix it."""
@@ -26,6 +28,7 @@ def exits_cleanly(main: Callable[..., int | None]) -> Callable[..., int]:
 
     @wraps(main)
     def wrapper(*args, **kwargs) -> int:
+        quiet_library_notices()  # every command: no lines that say nothing about its work
         try:
             return main(*args, **kwargs) or 0
         except UserError as err:

@@ -95,6 +95,9 @@ class TrainerSettings:
     def trainer_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of L.Trainer; deterministic is always on with the CPU (exact resume)."""
         kwargs = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "compile"}
+        if kwargs["limit_train_batches"] == 1.0 and isinstance(kwargs["limit_train_batches"], float):  # (1 is 1 batch)
+            # all batches, Lightning's default: given explicitly, it prints a line saying so
+            del kwargs["limit_train_batches"]
         return kwargs | {"deterministic": self.deterministic or not uses_cuda(self.accelerator)}
 
 
