@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+
 from cifar10.checkpoint import build_model, read_checkpoint
 from cifar10.errors import UserError
 from cifar10.files import NotReadable, atomic_write_text, read_bounded
@@ -131,7 +133,8 @@ def unfinished_checkpoint(logdir: Path, model: str) -> Path:
     saying finished) and that no live fit is training; UserError when there is none, or several."""
     runs = version_dirs(logdir, model)
     candidates = [run for run in runs if (run / "checkpoints" / "last.ckpt").is_file() and run_status(run) != "finished"]
-    busy = [run for run in candidates if is_locked(run)]
+    # the other processes of a DDP run follow rank 0, whose lock they may already see: they skip this test
+    busy = [run for run in candidates if rank_zero_only.rank == 0 and is_locked(run)]
     free = [run for run in candidates if run not in busy]
     if len(free) == 1:
         return free[0] / "checkpoints" / "last.ckpt"
