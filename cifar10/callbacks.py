@@ -27,6 +27,12 @@ class RunCheckpoint(ModelCheckpoint):
 
     PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
 
+    @property
+    def state_key(self) -> str:
+        # the key Lightning's ModelCheckpoint saves its state under (its class name first), so checkpoints
+        # written with it resume into this one
+        return "ModelCheckpoint" + super().state_key.removeprefix(type(self).__qualname__)
+
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state |= {key: Path(state[key]).name if state[key] else "" for key in self.PATH_KEYS}
