@@ -257,3 +257,28 @@ def test_a_run_folder_being_trained_is_refused_and_a_stale_lock_taken_over(stopp
     assert main([*resume, "last"]) == 0
     assert f"took over the lock of process {holder.pid}" in capsys.readouterr().err
     assert metrics_of(run_of(logs))["status"] == "finished" and not (run_of(logs) / LOCK_NAME).exists()
+
+
+def test_checkpoint_state_names_files_in_its_own_folder_only(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from cifar10.callbacks import RunCheckpoint
+
+    here = tmp_path / "run" / "checkpoints"
+    here.mkdir(parents=True)
+    (here / "best.ckpt").write_bytes(b"")
+    kwargs = {"dirpath": here, "filename": "best", "monitor": "val/acc", "mode": "max"}
+    assert RunCheckpoint(**kwargs).state_key == ModelCheckpoint(**kwargs).state_key  # older checkpoints resume
+    score = torch.tensor(0.5)
+    elsewhere = {"monitor": "val/acc", "best_model_score": score, "current_score": score, "kth_value": score,
+                 "dirpath": "/old/place/checkpoints", "best_model_path": "/old/place/checkpoints/best.ckpt",
+                 "kth_best_model_path": "/old/place/checkpoints/best.ckpt", "last_model_path": "../../../etc/passwd",
+                 "best_k_models": {"/old/place/checkpoints/best.ckpt": score}}
+    moved = RunCheckpoint(**kwargs)
+    moved.load_state_dict(elsewhere)  # an older, absolute state of a folder that moved
+    assert moved.best_model_path == str(here / "best.ckpt") and moved.best_model_score == score
+    assert moved.best_k_models == {str(here / "best.ckpt"): score} and moved.last_model_path == ""
+    (here / "best.ckpt").unlink()  # resumed outside its run folder: nothing here to compare new scores with
+    fresh = RunCheckpoint(**kwargs)
+    fresh.load_state_dict(elsewhere)
+    assert fresh.best_model_path == "" and fresh.best_model_score is None and fresh.best_k_models == {}
