@@ -1,7 +1,8 @@
 """A fit's settings: the flags, their layers and their typed sections.
 
 Layers, later ones winning: built-in defaults, the model's recipe, the settings a resumed checkpoint was
-trained with, `--config FILE.yaml`, explicit flags. They are flat dicts of flag names (a recipe is one),
+trained with (not its paths, URL and md5: a checkpoint chooses none of them), `--config FILE.yaml`, explicit
+flags. A resume that changes a setting the run cannot continue with is refused (`check_resume`). They are flat dicts of flag names (a recipe is one),
 checked once, then split into sections, each handed whole to what uses it:
 
     model    ModelSettings    the ClassifierModule's hyper-parameters (optimisation, test-time augmentation)
