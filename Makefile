@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-fit: install  ## train (default: speedrun); pass flags with ARGS="--model lenet --max-epochs 5"
-	$(BIN)/python -m cifar10.fit --data-dir $(DATA_DIR) $(ARGS)
+fit: install  ## train (default: speedrun); pass flags with ARGS="--model lenet --max-epochs 5", the data folder with DATA_DIR=
+	$(BIN)/python -m cifar10.fit $(if $(findstring --data-dir,$(ARGS)),,--data-dir $(DATA_DIR)) $(ARGS)
 
 test: install  ## the whole test suite, slow tests included (what CI runs)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,19 +1,59 @@
-"""Lightning callbacks of the fit command (per-batch seeding, throughput, an image grid, the curves, a progress bar),
-and the profiler its Trainer runs with."""
+"""Lightning callbacks of the fit command (checkpoints, per-batch seeding, throughput, an image grid, the
+curves, a progress bar), and the profiler its Trainer runs with."""
 
 import time
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.profilers import PassThroughProfiler
 
 from cifar10 import loggers
 from cifar10.data.datamodule import GLOBAL_STREAM, stream_seed
 from cifar10.gpu import syncs_allowed
 from cifar10.reporting import CURVE_TAGS, labelled_grid
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, whose saved state names its files relative to its own folder.
+
+    Lightning saves the absolute paths of the best and last checkpoints and, resumed in another folder,
+    reloads only best_model_path, still absolute (ModelCheckpoint.load_state_dict): a copied or moved run
+    folder would test a file that is not there. Here the state holds file names, read back inside the
+    folder this callback writes to now; a name whose file is not there (a checkpoint resumed outside its
+    run folder) starts the tracking afresh. Nothing outside that folder can be named, whatever the state says.
+    """
+
+    PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
+
+    @property
+    def state_key(self) -> str:
+        # the key Lightning's ModelCheckpoint saves its state under (its class name first), so checkpoints
+        # written with it resume into this one
+        return "ModelCheckpoint" + super().state_key.removeprefix(type(self).__qualname__)
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state |= {key: Path(state[key]).name if state[key] else "" for key in self.PATH_KEYS}
+        state["best_k_models"] = {Path(path).name: score for path, score in state["best_k_models"].items()}
+        return state | {"dirpath": "."}  # "." : names relative to the folder of the checkpoint's run
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        here = Path(self.dirpath)
+
+        def inside(path: Any) -> str:  # the file of that name in this folder, if it is there
+            name = Path(str(path or "")).name
+            return str(here / name) if name and (here / name).is_file() else ""
+
+        state = dict(state) | {key: inside(state.get(key)) for key in self.PATH_KEYS}
+        models = {inside(path): score for path, score in dict(state.get("best_k_models") or {}).items()}
+        state["best_k_models"] = {path: score for path, score in models.items() if path}
+        if not state["best_model_path"]:  # nothing to compare new scores with: as a fresh run
+            state |= {"best_model_score": None, "kth_value": self.kth_value, "best_k_models": {}}
+        super().load_state_dict(state | {"dirpath": self.dirpath})
 
 
 class BatchSeed(L.Callback):

@@ -5,6 +5,8 @@ import sys
 from collections.abc import Callable
 from functools import wraps
 
+from cifar10.console import quiet_library_notices
+
 
 class UserError(Exception):
     """Bad input from the user: the message says what was wrong and how to fix it."""
@@ -26,10 +28,14 @@ def exits_cleanly(main: Callable[..., int | None]) -> Callable[..., int]:
 
     @wraps(main)
     def wrapper(*args, **kwargs) -> int:
+        quiet_library_notices()  # every command: no lines that say nothing about its work
         try:
             return main(*args, **kwargs) or 0
         except UserError as err:
-            print(f"error: {err}", file=sys.stderr)
+            try:
+                print(f"error: {err}", file=sys.stderr)
+            except OSError:  # nobody reads stderr any more (a closed pipe): the exit code still says it
+                pass
             return 2
 
     return wrapper

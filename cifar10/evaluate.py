@@ -14,8 +14,9 @@ import lightning as L
 from torch import Tensor
 
 from cifar10 import reporting
-from cifar10.checkpoint import Meta, load_checkpoint
+from cifar10.checkpoint import Meta, build_model, read_checkpoint
 from cifar10.data import CIFAR10DataModule
+from cifar10.data.download import FOLDER_NAME, has_batches
 from cifar10.errors import CliParser, UserError, exits_cleanly
 from cifar10.files import atomic_write_text, writable_folder
 from cifar10.models.base import MAX_MISCLASSIFIED, TTA_MODES, ClassifierModule
@@ -41,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "and report.json.")
     add = parser.add_argument
     add("--ckpt", required=True, metavar="PATH", help="checkpoint written by `python -m cifar10.fit`")
-    add("--data-dir", default="data", metavar="DIR", help="where CIFAR-10 is (or gets) downloaded (default data)")
+    add("--data-dir", metavar="DIR", help="where CIFAR-10 is (or gets) downloaded (default: the data folder the "
+        "checkpoint was trained on when it holds the extracted data, else data)")
     add("--data-url", metavar="URL", help="archive URL, file:// works (default: the official one)")
     add("--data-md5", metavar="MD5", help="md5 of the archive at --data-url")
     add("--batch-size", type=int, default=500, metavar="N", help="test images per batch (default 500)")
@@ -121,17 +123,37 @@ def write_report(out: Path, result: Evaluation, meta: Meta, ckpt: Path, tta: str
     return report
 
 
+def default_data_dir(ckpt: dict) -> str:
+    """The data folder the checkpoint was trained on, when it holds the extracted data (read, never downloaded
+    into: the checkpoint names it, so nothing is written there); else data. --data-dir wins over both."""
+    recorded = (ckpt.get("datamodule_hyper_parameters") or {}).get("data_dir")
+    if isinstance(recorded, str) and has_batches(Path(recorded).expanduser() / FOLDER_NAME):
+        print(f"data: {recorded} (the checkpoint's training data; --data-dir chooses another)", file=sys.stderr)
+        return recorded
+    return "data"
+
+
 @exits_cleanly
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_accelerator(args.accelerator)
-    model, meta = load_checkpoint(args.ckpt)
-    out = writable_folder(Path(args.out) if args.out else Path(args.ckpt).parent / "report", "--out")  # before the pass
-    args.tta = args.tta or meta.hparams.get("tta", "none")  # checkpoints from before TTA modes have none
-    precision = args.precision or meta.precision
-    result = evaluate(model, test_data(args), args.accelerator, args.tta, precision)
-    print(tables(result, meta.class_names, args.tta))
-    write_report(out, result, meta, Path(args.ckpt), args.tta, precision)
+    ckpt = read_checkpoint(args.ckpt)
+    model, meta = build_model(ckpt, args.ckpt)
+    model.eval()
+    args.data_dir = args.data_dir or default_data_dir(ckpt)
+    out = Path(args.out) if args.out else Path(args.ckpt).parent / "report"
+    made = [p for p in (out, *out.parents) if not p.exists()]
+    writable_folder(out, "--out")  # before the pass
+    try:
+        args.tta = args.tta or meta.hparams.get("tta", "none")  # checkpoints from before TTA modes have none
+        precision = args.precision or meta.precision
+        result = evaluate(model, test_data(args), args.accelerator, args.tta, precision)
+        print(tables(result, meta.class_names, args.tta))
+        write_report(out, result, meta, Path(args.ckpt), args.tta, precision)
+    finally:  # a failed evaluation leaves no empty report folder behind
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only while empty
     print(f"\nreport written to {out}")
     return 0
 

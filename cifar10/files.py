@@ -1,4 +1,5 @@
-"""Writes that never damage the previous good file: a temp file in the same folder, flushed, renamed.
+"""Writes that never damage the previous good file (a temp file in the same folder, flushed, renamed), and
+bounded reads of files someone else made.
 
 A rename within one folder is atomic on POSIX filesystems, NFS and Lustre included, so a crash, a
 kill or a full disk leaves either the old file or the new one, never a mix; the temp file is removed
@@ -9,6 +10,7 @@ which copies over the old file in place.)
 import errno
 import io
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -93,6 +95,31 @@ def writable_folder(folder: str | Path, flag: str) -> Path:
 def leftover_temp_files(folder: str | Path) -> list[Path]:
     """Temp files an earlier killed write left in `folder`."""
     return sorted(Path(folder).glob(f"*{TEMP_SUFFIX}"))
+
+
+class NotReadable(UserError):
+    """A file that is not a regular file, is too large, or cannot be opened; the message says which."""
+
+
+def read_bounded(path: str | Path, limit: int) -> bytes:
+    """The bytes of the regular file `path`, at most `limit` of them; NotReadable otherwise.
+
+    Opened without blocking and checked with fstat before reading, so a FIFO, a device (a symlink to
+    /dev/zero) or a huge file fails at once instead of hanging or filling memory.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as err:
+        raise NotReadable(f"{path} cannot be opened ({err.strerror})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotReadable(f"{path} is not a regular file (a FIFO, device, socket or folder)")
+    with os.fdopen(fd, "rb") as file:
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise NotReadable(f"{path} is larger than {limit:,} bytes")
+    return data
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

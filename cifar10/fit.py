@@ -8,21 +8,16 @@ Trainer, DataModule, model and callbacks (what the benchmarks time too).
 import signal
 import sys
 
-
-def exit_on_signal(signum: int, frame: object) -> None:
-    """Outside training (start-up, download, set-up), SIGINT and SIGTERM end the command quietly."""
-    print(f"\n{signal.Signals(signum).name}: stopped outside training, so there was nothing to save.", file=sys.stderr)
-    raise SystemExit(128 + signum)
-
+from cifar10.console import exit_quietly_on_signals, ignore_signals, say, unbreakable_output
 
 if __name__ == "__main__":  # before the heavy imports below: a signal while they load ends quietly too
-    for _signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(_signum, exit_on_signal)
+    exit_quietly_on_signals()
 
 import contextlib  # noqa: E402
+import shlex  # noqa: E402
 import warnings  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -35,14 +30,15 @@ from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
 
 from cifar10 import loggers, reporting, runs  # noqa: E402
 from cifar10.callbacks import (AugmentedImages, BatchSeed, EpochCurves, NoProfiler, ProgressBar,  # noqa: E402
-                               RunRecord, Throughput)
+                               RunCheckpoint, RunRecord, Throughput)
 from cifar10.data import CIFAR10DataModule  # noqa: E402
 from cifar10.errors import UserError, exits_cleanly  # noqa: E402
 from cifar10.files import AtomicCheckpointIO  # noqa: E402
 from cifar10.gpu import guard_callbacks, set_fast_matmul  # noqa: E402
 from cifar10.models import create_model  # noqa: E402
 from cifar10.models.base import ClassifierModule  # noqa: E402
-from cifar10.settings import Settings, check_accelerator, settings_from  # noqa: E402
+from cifar10.runs.lock import locked  # noqa: E402
+from cifar10.settings import PATHS, Settings, check_accelerator, recorded_settings, settings_from  # noqa: E402
 from cifar10.settings import build_parser  # noqa: E402,F401 (the command's parser: gpu-check reads it)
 from cifar10.stopping import FiniteLoss, NonFiniteLoss, StopOnSignal, StopRequested, preserved_handlers  # noqa: E402
 
@@ -64,10 +60,14 @@ def make_model(s: Settings, dm: CIFAR10DataModule) -> ClassifierModule:
 
 def run_folder(s: Settings, resume: runs.ResumePoint | None) -> Path:
     """`<logdir>/<model>/version_N`, TensorBoard's layout whichever loggers run: the folder the resumed checkpoint
-    came from, else a version of its own."""
+    is in, else a version of its own."""
     if resume and resume.run_dir:
         return resume.run_dir
-    version = runs.claim_version(Path(s.run.logdir), s.run.model, rank_zero_only.rank)
+    try:
+        version = runs.claim_version(Path(s.run.logdir), s.run.model, rank_zero_only.rank)
+    except OSError as err:  # read-only, or a file where a folder should be
+        raise UserError(f"cannot make a run folder in {Path(s.run.logdir) / s.run.model} ({err.strerror}): make it "
+                        "a writable folder, or pass another --logdir. Nothing was run.") from None
     return Path(s.run.logdir) / s.run.model / f"version_{version}"
 
 
@@ -96,10 +96,10 @@ def checkpoint_callbacks(folder: Path) -> tuple[ModelCheckpoint, ModelCheckpoint
     last.ckpt is a checkpoint of its own without a monitor: ModelCheckpoint's save_last writes it only
     at the epochs that also write a best checkpoint (Lightning 2.6), which would resume from the past.
     """
-    best = ModelCheckpoint(dirpath=folder, filename="best", monitor="val/acc", mode="max", save_top_k=1,
-                           auto_insert_metric_name=False, enable_version_counter=False)
-    last = ModelCheckpoint(dirpath=folder, filename="last", monitor=None, save_top_k=1,
-                           auto_insert_metric_name=False, enable_version_counter=False)
+    best = RunCheckpoint(dirpath=folder, filename="best", monitor="val/acc", mode="max", save_top_k=1,
+                         auto_insert_metric_name=False, enable_version_counter=False)
+    last = RunCheckpoint(dirpath=folder, filename="last", monitor=None, save_top_k=1,
+                         auto_insert_metric_name=False, enable_version_counter=False)
     return best, last
 
 
@@ -110,11 +110,12 @@ def log_interval(dm: CIFAR10DataModule, batch_size: int) -> int:
 
 
 class StoppedAtOnce(Exception):
-    """A second Ctrl-C: Lightning stopped wherever it was (it raises SystemExit for KeyboardInterrupt)."""
+    """Ctrl-C after a stop request: Lightning stopped wherever it was (it raises SystemExit for KeyboardInterrupt).
+    The message says what came first."""
 
 
 def lightning_call(trainer: L.Trainer, stop: StopOnSignal, method: str, *args: Any, **kwargs: Any) -> None:
-    """trainer.fit or trainer.test with `stop` handling SIGINT and SIGTERM; the handlers before are put back."""
+    """trainer.fit or trainer.test with `stop` handling the stop signals; the handlers before are put back."""
     try:
         with preserved_handlers():
             stop.install()
@@ -122,9 +123,10 @@ def lightning_call(trainer: L.Trainer, stop: StopOnSignal, method: str, *args: A
     except SystemExit:  # Lightning's answer to KeyboardInterrupt, and to SIGTERM in its set-up
         if not trainer.interrupted:
             raise
-        if stop.requested == signal.SIGTERM:
-            raise StopRequested(signal.SIGTERM, None) from None
-        raise StoppedAtOnce() from None
+        if not stop.at_once and stop.requested in (signal.SIGTERM, signal.SIGHUP):
+            raise StopRequested(stop.requested, None) from None
+        first = signal.Signals(stop.requested).name if stop.requested not in (None, signal.SIGINT) else None
+        raise StoppedAtOnce(f"Ctrl-C after {first}" if first else "second Ctrl-C") from None
 
 
 def device_name(trainer: L.Trainer) -> str:
@@ -170,6 +172,30 @@ def log_report(logs: list[Logger], step: int, s: Settings, metrics: dict[str, An
         loggers.log_files(logs, [path for path in saved if path.is_file()], "checkpoints")
 
 
+def missing_folders(folder: Path) -> list[Path]:
+    """`folder` and those of its parents that do not exist yet, deepest first (removed again if left empty)."""
+    return [p for p in (folder, *folder.parents) if not p.exists()]
+
+
+def resume_notes(s: Settings, resume: runs.ResumePoint) -> list[str]:
+    """What a resume took, and the recorded paths it did not obey, said before it starts."""
+    notes = []
+    if resume.by_last:
+        status = f" (metrics.json says {resume.status})" if resume.status else ""
+        notes.append(f"--ckpt-path last: resuming the unfinished run {resume.run_dir}{status}.")
+    if resume.status == "finished":
+        notes.append(f"{resume.run_dir} is a finished run: it trains on to {s.trainer.max_epochs} epochs, and its "
+                     "metrics.json is replaced when it finishes.")
+    recorded, used = recorded_settings(resume), s.flat()
+    differ = [key for key in PATHS if recorded.get(key) is not None and key != "logdir"
+              and str(recorded[key]) != str(used[key])]
+    if differ:
+        shown = ", ".join(f"--{k.replace('_', '-')} {recorded[k]} (used: {used[k] or 'the official one'})" for k in differ)
+        notes.append(f"the checkpoint records {shown}; paths, URLs and checksums come from the command line or the "
+                     "defaults, never from a checkpoint: pass them to use them.")
+    return notes
+
+
 def fit(s: Settings, resume: runs.ResumePoint | None, extra_callbacks: Sequence[L.Callback]) -> int:
     check_accelerator(s.trainer.accelerator)
     L.seed_everything(s.run.seed, workers=True)
@@ -177,15 +203,40 @@ def fit(s: Settings, resume: runs.ResumePoint | None, extra_callbacks: Sequence[
         warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
         # the DataModule resumes a mid-epoch checkpoint itself (it skips the batches done; see its state_dict)
         warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
+        for note in resume_notes(s, resume) if rank_zero_only.rank == 0 else ():
+            say(note)
     loggers.check_available(s.run.logger)  # a missing package: before any folder is made
+    made = [] if resume and resume.run_dir else missing_folders(Path(s.run.logdir) / s.run.model)
     run_dir = run_folder(s, resume)
-    logs: list[Logger] = []
-    status = "failed"  # how the loggers' runs end: success, failed, or killed (stopped, to be resumed)
+    opened = OpenLoggers()
     try:
-        logs = make_logger(s, resume, run_dir)
+        # one fit at a time in a run folder (rank 0 holds it for the processes of a DDP run)
+        with locked(run_dir, say) if rank_zero_only.rank == 0 else contextlib.nullcontext():
+            return guarded_run(s, resume, extra_callbacks, run_dir, opened)
+    finally:  # stopped or failed before anything was written (bad settings, no data, an early signal)
+        for folder in (run_dir, *made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # removes a folder only while it is still empty (before the loggers close:
+        loggers.close(opened.logs, opened.status)  # TensorBoard's writes hparams.yaml into a folder still there)
+
+
+@dataclass
+class OpenLoggers:
+    """A fit's loggers, and how their runs end: success, failed, or killed (stopped, to be resumed)."""
+
+    logs: list[Logger] = field(default_factory=list)
+    status: str = "failed"
+
+
+def guarded_run(s: Settings, resume: runs.ResumePoint | None, extra_callbacks: Sequence[L.Callback],
+                run_dir: Path, opened: OpenLoggers) -> int:
+    """train_and_test with the run's loggers, a stop's message and exit code, and a non-finite loss recorded as a
+    failed run."""
+    try:
+        opened.logs = make_logger(s, resume, run_dir)
         with runs.version_shared_with_children(int(run_dir.name.removeprefix("version_"))):
-            code = train_and_test(s, resume, extra_callbacks, logs, run_dir)
-        status = "success"
+            code = train_and_test(s, resume, extra_callbacks, opened.logs, run_dir)
+        opened.status = "success"
         return code
     except NonFiniteLoss as err:
         if rank_zero_only.rank == 0:
@@ -193,18 +244,15 @@ def fit(s: Settings, resume: runs.ResumePoint | None, extra_callbacks: Sequence[
                                          "settings": s.flat()})
         raise UserError(f"{err} Run folder: {run_dir} (metrics.json says status: failed).") from None
     except StopRequested as stop:
-        status = "killed"
+        opened.status = "killed"
         return stopped(s, stop, run_dir)
-    except StoppedAtOnce:
-        status = "killed"
+    except StoppedAtOnce as why:
+        opened.status = "killed"
         last = run_dir / "checkpoints" / "last.ckpt"
         kept = f"{last} is the one saved last before it" if last.is_file() else "no checkpoint was saved"
-        print(f"\nStopped at once (second Ctrl-C); {kept}.", file=sys.stderr)
+        say(f"\nStopped at once ({why}); {kept}." + (f"\nResume with: {resume_command(s, last)}"
+                                                     if last.is_file() else ""))
         return 130
-    finally:  # stopped or failed before anything was written (bad settings, no data, an early signal)
-        with contextlib.suppress(OSError):
-            run_dir.rmdir()  # removes the claimed folder only while it is still empty (before the loggers close:
-        loggers.close(logs, status)  # TensorBoard's writes hparams.yaml into a folder that is still there)
 
 
 @dataclass(frozen=True)
@@ -254,7 +302,7 @@ def train_and_test(s: Settings, resume: runs.ResumePoint | None, extra_callbacks
     wall_time = throughput.wall_s  # of the whole run, earlier sessions included when resumed
     curves = dict(callbacks.curves.curves)  # before the test, whose checkpoint loads the curves it was saved with
     if stop.requested is not None:  # during the last validation: training is complete and saved
-        raise StopRequested(stop.requested, None)
+        raise StopRequested(stop.requested, None, "after training, before the final test")
 
     # the best checkpoint by val/acc, unless validation ran on the test split: then the final weights
     tested = best.best_model_path if dm.val_images is not None else ""
@@ -278,36 +326,46 @@ def train_and_test(s: Settings, resume: runs.ResumePoint | None, extra_callbacks
     return 0
 
 
+def resume_command(s: Settings, last: Path) -> str:
+    """The command that resumes this very run: its checkpoint by path, and the data flags this run was given."""
+    words = ["python", "-m", "cifar10.fit", "--ckpt-path", str(last), "--data-dir", s.data.data_dir]
+    words += ["--data-url", s.data.url] if s.data.url else []
+    words += ["--data-md5", s.data.md5] if s.data.md5 else []
+    return shlex.join(words)
+
+
 def stopped(s: Settings, stop: StopRequested, run_dir: Path) -> int:
-    """The message after a stop on request, and its exit code (130 for SIGINT, 143 for SIGTERM)."""
+    """The message after a stop on request, and its exit code (130 SIGINT, 143 SIGTERM, 129 SIGHUP)."""
     last = run_dir / "checkpoints" / "last.ckpt"
-    resume = f"python -m cifar10.fit --model {s.run.model} --logdir {s.run.logdir} --ckpt-path last"
     if stop.saved:
         what = f"saved {stop.saved} after the step in flight"
+    elif last.is_file() and stop.where:
+        what = f"stopped {stop.where}; the training is saved in {last}"
     elif last.is_file():
-        what = f"training is saved in {last}; the run stopped before its final test"
+        what = f"stopped before training went on; {last} is as it was"
     else:
-        what = f"stopped before the first training step; nothing saved in {run_dir}"
-    rank_zero_only(print)(f"\nStopped ({stop}): {what}.\nResume with: {resume}   (or --ckpt-path {last})",
-                          file=sys.stderr)
+        what = f"stopped before the first training step; nothing was saved in {run_dir}"
+    resume = f"\nResume with: {resume_command(s, last)}" if last.is_file() else ""
+    if rank_zero_only.rank == 0:
+        say(f"\nStopped ({stop}): {what}.{resume}")
     return stop.exit_code
 
 
 @exits_cleanly
 def main(argv: Sequence[str] | None = None, *, callbacks: Sequence[L.Callback] = ()) -> int:
     """The fit CLI; `callbacks` are extra Lightning callbacks (tests use them)."""
-    settings, resume = settings_from(sys.argv[1:] if argv is None else argv)
-    try:
-        return fit(settings, resume, callbacks)
-    except MisconfigurationException as err:  # raised later than Trainer(...), e.g. by fit's set-up
-        raise UserError(f"Lightning rejected these settings: {err}") from None
-    except KeyboardInterrupt:  # outside trainer.fit and test, e.g. while downloading
-        print("\nInterrupted.", file=sys.stderr)
-        return 130
+    with unbreakable_output():  # a closed pipe (tee stopped by the same Ctrl-C) must not end a run unsaved
+        settings, resume = settings_from(sys.argv[1:] if argv is None else argv)
+        try:
+            return fit(settings, resume, callbacks)
+        except MisconfigurationException as err:  # raised later than Trainer(...), e.g. by fit's set-up
+            raise UserError(f"Lightning rejected these settings: {err}") from None
+        except KeyboardInterrupt:  # outside trainer.fit and test, e.g. while downloading
+            say("\nInterrupted.")
+            return 130
 
 
 if __name__ == "__main__":
     code = main()
-    for _signum in (signal.SIGINT, signal.SIGTERM):  # the work is done: a late signal must not kill the
-        signal.signal(_signum, signal.SIG_IGN)       # interpreter mid-shutdown with another exit code
+    ignore_signals()
     sys.exit(code)

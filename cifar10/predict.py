@@ -56,10 +56,26 @@ def expand_paths(paths: Sequence[str]) -> Iterator[Path]:
             yield path
 
 
+def eight_bit_gray(image: Image.Image) -> Image.Image:
+    """A 16-bit or float grey image ('I;16*', 'I', 'F') as 8-bit 'L', 32x32: its range scaled, not clipped.
+
+    Pillow's convert clips these modes at 255 (Image.convert docs), which turns most 16-bit pictures white.
+    Integer modes are taken as 16-bit (0..65535, as PNG and TIFF store them), floats as 0..1 when none
+    is above 1, else as 0..255; resized first, in 32-bit float, so a huge image costs no float copy of itself.
+    """
+    top = 65535.0 if image.mode != "F" else 1.0 if image.getextrema()[1] <= 1.0 else 255.0
+    small = image.convert("F").resize((32, 32), Image.Resampling.BILINEAR)
+    values = np.asarray(small, dtype=np.float32) * (255.0 / top)
+    return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8), "L")
+
+
 def read_image(path: Path) -> torch.Tensor:
-    """uint8 (3,32,32) RGB, upright as EXIF says; transparency is composited over white."""
+    """uint8 (3,32,32) RGB, upright as EXIF says; transparency is composited over white; 16-bit and float
+    grey images scaled to 8 bits."""
     with Image.open(path) as opened:
         image = ImageOps.exif_transpose(opened)
+        if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+            image = eight_bit_gray(image)
         if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
             rgba = image.convert("RGBA")
             image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)

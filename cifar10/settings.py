@@ -1,9 +1,10 @@
 """A fit's settings: the flags, their layers and their typed sections.
 
 Layers, later ones winning: built-in defaults, the loggers' own environment variables (MLFLOW_TRACKING_URI,
-MLFLOW_EXPERIMENT_NAME, WANDB_PROJECT), the model's recipe, the settings a resumed checkpoint was trained with,
-`--config FILE.yaml`, explicit flags. They are flat dicts of flag names (a recipe is one), checked once, then
-split into sections, each handed whole to what uses it:
+MLFLOW_EXPERIMENT_NAME, WANDB_PROJECT), the model's recipe, the settings a resumed checkpoint was trained with
+(not its paths, URL and md5: a checkpoint chooses none of them), `--config FILE.yaml`, explicit flags. A resume
+that changes a setting the run cannot continue with is refused (`check_resume`). They are flat dicts of flag
+names (a recipe is one), checked once, then split into sections, each handed whole to what uses it:
 
     model    ModelSettings    the ClassifierModule's hyper-parameters (optimisation, test-time augmentation)
     data     DataSettings     the CIFAR10DataModule's arguments
@@ -31,6 +32,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from cifar10 import runs
 from cifar10.data import AUGMENT_PRESETS, NORMALIZE_PRESETS
 from cifar10.errors import CliParser, UserError
+from cifar10.files import NotReadable, read_bounded
 from cifar10.gpu import native_bf16
 from cifar10.loggers import logger_names
 from cifar10.models import model_info, model_names, recipe
@@ -105,6 +107,9 @@ class TrainerSettings:
         unless --deterministic."""
         kwargs = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "compile"}
         cuda = uses_cuda(self.accelerator)
+        if kwargs["limit_train_batches"] == 1.0 and isinstance(kwargs["limit_train_batches"], float):  # (1 is 1 batch)
+            # all batches, Lightning's default: given explicitly, it prints a line saying so
+            del kwargs["limit_train_batches"]
         # compiled: evaluate under no_grad, as fit's validation does; the final test's inference mode would be
         # a third grad state, so a third compilation of the network
         return kwargs | {"deterministic": self.deterministic or not cuda, "benchmark": cuda and not self.deterministic,
@@ -171,11 +176,56 @@ class Settings:
         return {k: v for k, v in self.flat().items() if k not in PER_INVOCATION + PATHS + LOGGING}
 
 
-def saved_layer(resume: runs.ResumePoint) -> dict[str, Any]:
+def recorded_settings(resume: runs.ResumePoint) -> dict[str, Any]:
     """The flag-named settings a checkpoint was trained with, from the three places that hold them."""
     model = {k: v for k, v in resume.model_hparams.items() if k in flag_names("model")}
     data = {flag_names("data")[k]: v for k, v in resume.data_hparams.items() if k in flag_names("data")}
     return {k: v for k, v in (model | data | resume.run_record).items() if k not in PER_INVOCATION}
+
+
+def saved_layer(resume: runs.ResumePoint) -> dict[str, Any]:
+    """The layer a resumed run starts from: how it trained, without its paths, URL and checksum. Those come
+    from the command line or the defaults: a checkpoint someone sent may not choose where a run writes,
+    what it downloads or which checksum that is held to (the recorded ones are shown, see fit)."""
+    return {k: v for k, v in recorded_settings(resume).items() if k not in PATHS}
+
+
+# Settings a resumed run cannot change, and why; everything else is applied to what it controls (the
+# optimizer's parameter groups and the schedule's base values: ClassifierModule.apply_hyperparameters).
+FIXED_ON_RESUME = {
+    "optimizer": "the saved optimizer state (momentum buffers, Adam's moments) belongs to the optimizer that made it",
+    "val_size": "it changes which images train and which validate, so validation would score images already trained on",
+    "normalize": "the weights were trained on inputs normalised the recorded way",
+    "seed": "it changes the validation split, and the order and augmentation of the epochs not yet trained",
+}
+# Settings that change the batches of an epoch: applied from an epoch's end, refused inside one (the
+# resumed epoch skips the batches done, counted in batches of the recorded size).
+PER_EPOCH = ("batch_size", "limit_train_batches")
+
+
+def check_resume(settings: dict[str, Any], resume: runs.ResumePoint) -> None:
+    """Refuse, before anything runs, a resume that cannot continue its run as the settings say."""
+    saved = recorded_settings(resume)
+    changed = [k for k in settings if k in saved and saved[k] != settings[k]]
+    flag = lambda key: "--" + key.replace("_", "-")  # noqa: E731
+    problems = [f"{flag(k)} {settings[k]} (recorded: {saved[k]}): {FIXED_ON_RESUME[k]}"
+                for k in changed if k in FIXED_ON_RESUME]
+    if "bias_lr_scale" in changed and (saved["bias_lr_scale"] == 1.0) != (settings["bias_lr_scale"] == 1.0):
+        problems.append(f"--bias-lr-scale {settings['bias_lr_scale']} (recorded: {saved['bias_lr_scale']}): 1 and "
+                        "other values give the optimizer different parameter groups")
+    if resume.mid_epoch:
+        problems += [f"{flag(k)} {settings[k]} (recorded: {saved[k]}): the checkpoint was saved inside epoch "
+                     f"{resume.position.get('epoch')}, whose remaining batches are counted in the recorded size; it "
+                     "can change only from an epoch's end" for k in changed if k in PER_EPOCH]
+    if problems:
+        raise UserError(f"cannot resume {resume.ckpt} with " + "; ".join(problems) + ". Nothing was run: resume "
+                        "without changing these (drop the flag or --config key), or start a new run.")
+    trained = saved.get("max_epochs")
+    if resume.status == "finished" and trained is not None and settings["max_epochs"] <= trained:
+        raise UserError(f"{resume.ckpt} belongs to a finished run ({resume.run_dir}, {trained} epochs, metrics.json "
+                        f"says finished), so resuming it with --max-epochs {settings['max_epochs']} would only test "
+                        "it again and overwrite its results. Nothing was run. To train it further pass a --max-epochs "
+                        f"above {trained}; to test it, `python -m cifar10.evaluate --ckpt {resume.ckpt}`.")
 
 
 # --- the command line -------------------------------------------------------------------------------------
@@ -257,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     group = recording(parser.add_argument_group("run"), parser.flags)
     group("--seed", type=int, metavar="N", help="default 0")
     group("--ckpt-path", metavar="PATH|last",
-          help="resume a checkpoint; 'last': the newest run of --model under --logdir")
+          help="resume a checkpoint, in the run folder it is in; 'last': the unfinished run of --model under "
+          "--logdir (refused when there are several)")
     group("--limit-train-batches", type=count_or_fraction, metavar="N|F")
     group("--logdir", metavar="DIR", help="runs go to DIR/MODEL/version_N (default lightning_logs)")
     group = recording(parser.add_argument_group("loggers (metrics, the LR, hyper-parameters, figures)"), parser.flags)
@@ -286,16 +337,53 @@ class LoggerList(argparse.Action):
         setattr(namespace, self.dest, list(dict.fromkeys(names)))
 
 
-def config_tokens(path: Path, parser: argparse.ArgumentParser) -> list[str]:
-    """Turn a YAML config into flags, so argparse checks its values exactly like the command line's."""
+CONFIG_LIMIT = 64 << 10  # a config of every flag is about 1 kB
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """The --config file as a flat mapping: a bounded regular file, UTF-8, one mapping whose values are single
+    values or lists of them (`betas: [0.9, 0.995]`, `logger: [csv, mlflow]`).
+
+    Its YAML events are checked before anything is built from them: aliases are refused (an alias of an
+    alias... expands exponentially, the "billion laughs"), and so is any deeper nesting (a mapping as a value,
+    a list in a list), so no nesting reaches the constructor and nothing large is ever made.
+    """
     try:
-        config = yaml.safe_load(path.read_text()) or {}
-    except OSError as err:
-        raise UserError(f"cannot read --config {path}: {err.strerror}. Pass an existing YAML file.") from None
+        text = read_bounded(path, CONFIG_LIMIT).decode("utf-8")
+    except NotReadable as err:
+        raise UserError(f"cannot read --config: {err}. Pass a YAML file of flag names and values, like `lr: 0.05`.") \
+            from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"--config {path} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}): "
+                        "save it as UTF-8.") from None
+    try:
+        depth = 0
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                raise UserError(f"--config {path} uses a YAML alias (*name), which configs may not: write each "
+                                "value out.")
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                flat_list = depth == 2 and isinstance(event, yaml.SequenceStartEvent)
+                if depth > 1 and not flat_list:
+                    raise UserError(f"--config {path} nests a mapping or a list too deep (line "
+                                    f"{event.start_mark.line + 1}); each key takes a single value or a list of them, "
+                                    "like `lr: 0.05` or `betas: [0.9, 0.995]`.")
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+        config = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise UserError(f"--config {path} is not valid YAML: {err}") from None
+    if config is None:
+        return {}
     if not isinstance(config, dict):
         raise UserError(f"--config {path} must be a mapping of flag names to values, like `lr: 0.05`.")
+    return config
+
+
+def config_tokens(path: Path, parser: argparse.ArgumentParser) -> list[str]:
+    """Turn a YAML config into flags, so argparse checks its values exactly like the command line's."""
+    config = read_config(path)
     actions = {a.dest: a for a in parser.flags if a.dest != "config"}
     unknown = [str(key) for key in config if str(key).replace("-", "_") not in actions]
     if unknown:
@@ -355,6 +443,10 @@ def resolve_settings(given: dict[str, Any]) -> tuple[dict[str, Any], runs.Resume
     settings = {k: v for layer in layers for k, v in layer.items()} | given | {"model": model}
     settings.setdefault("ckpt_path", None)
     check_values(settings)
+    if resume:
+        check_resume(settings, resume)
+        if resume.run_dir:  # it continues in its own run folder: record the logdir that folder is in
+            settings["logdir"] = str(resume.run_dir.parent.parent)
     return settings, resume
 
 

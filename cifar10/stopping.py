@@ -1,16 +1,16 @@
-"""Stopping a run on request, at a point where it can resume exactly: SIGINT/SIGTERM and a non-finite loss.
+"""Stopping a run on request, at a point where it can resume exactly: SIGINT/SIGTERM/SIGHUP and a non-finite loss.
 
 A signal only records the request. The run stops at the next training batch boundary: at the start
 of the next batch, before any of its work, when everything of the previous batch (optimizer and
 schedule steps, the model's own batch-end hooks, the batch counter) is done. It saves `last.ckpt`
 there and raises `StopRequested`. A request during validation lets validation and the epoch's
-checkpoints finish first; one during the final test stops the test. A second SIGINT raises
+checkpoints finish first; one during the final test stops the test. A SIGINT after any request raises
 KeyboardInterrupt at once: nothing more is saved, and last.ckpt stays the last consistent one.
+SIGHUP (the terminal closed, an ssh session dropped) is a request like SIGTERM.
 """
 
 import math
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,18 +20,20 @@ from typing import Any
 import lightning as L
 import torch
 
+from cifar10.console import say
 from cifar10.errors import UserError
 from cifar10.lightning_internals import logger_step_as_at_batch_end, skip_sigterm_broadcast
 
-EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal's number, as shells report them
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}  # 128 + the signal's number, as shells say
 
 
 class StopRequested(Exception):
-    """Raised at a batch boundary after a stop was requested; `saved` is the checkpoint written, if any."""
+    """Raised at a batch boundary after a stop was requested; `saved` is the checkpoint written, if any, and
+    `where` says when the stop came if not at a training batch ("during the final test")."""
 
-    def __init__(self, signum: int, saved: Path | None) -> None:
+    def __init__(self, signum: int, saved: Path | None, where: str = "") -> None:
         super().__init__(signal.Signals(signum).name)
-        self.signum, self.saved = signum, saved
+        self.signum, self.saved, self.where = signum, saved, where
 
     @property
     def exit_code(self) -> int:
@@ -43,7 +45,7 @@ class NonFiniteLoss(UserError):
 
 
 class StopOnSignal(L.Callback):
-    """Turn SIGINT and SIGTERM into a stop at the next batch boundary, with last.ckpt saved there.
+    """Turn SIGINT, SIGTERM and SIGHUP into a stop at the next batch boundary, with last.ckpt saved there.
 
     Install them before trainer.fit and trainer.test, inside `preserved_handlers()` (which puts back
     what was there before); the callback takes them back after Lightning installs its own.
@@ -52,14 +54,17 @@ class StopOnSignal(L.Callback):
     def __init__(self, last_ckpt: Path) -> None:
         self.last_ckpt = Path(last_ckpt)
         self.requested: int | None = None  # the signal number of the first request
+        self.at_once = False  # a Ctrl-C after the request stopped the run where it was
 
     def request(self, signum: int, frame: Any = None) -> None:
         if self.requested is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # the second Ctrl-C: stop at once
+            self.at_once = True
+            raise KeyboardInterrupt  # Ctrl-C after a request: stop at once
         if self.requested is None:
             self.requested = signum
-            print(f"\n{signal.Signals(signum).name}: stopping after the step in flight and saving {self.last_ckpt} "
-                  "(Ctrl-C again to stop at once, without saving)", file=sys.stderr, flush=True)
+            # say(): a handler runs inside the training step, where a closed pipe must not raise
+            say(f"\n{signal.Signals(signum).name}: stopping after the step in flight and saving {self.last_ckpt} "
+                "(Ctrl-C again to stop at once, without saving)")
 
     def install(self) -> None:
         if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
@@ -95,12 +100,12 @@ class StopOnSignal(L.Callback):
     def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                           batch_idx: int, dataloader_idx: int = 0) -> None:
         if self.requested is not None:
-            raise StopRequested(self.requested, None)
+            raise StopRequested(self.requested, None, "during the final test")
 
 
 @contextmanager
 def preserved_handlers() -> Iterator[None]:
-    """Put the SIGINT and SIGTERM handlers back as they were, whatever happens inside."""
+    """Put the handlers of the stop signals back as they were, whatever happens inside."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -1,8 +1,13 @@
 """Download, md5 check and extraction through file:// URLs: atomic, verified, traversal-safe."""
 
 import io
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import tarfile
+import time
 
 import pytest
 
@@ -113,3 +118,47 @@ def test_archive_placed_by_hand_is_used_without_downloading(tiny_archive, tmp_pa
     shutil.copy(tiny_archive.path, tmp_path / ARCHIVE_NAME)
     folder = ensure_extracted(tmp_path, "file:///nowhere/at/all.tar.gz", tiny_archive.md5)
     assert len(read_split(folder, "test")[1]) == tiny_archive.n_test
+
+
+def _ended() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_the_leftovers_of_a_killed_download_and_extraction_are_removed_by_the_next_start(tiny_archive, tmp_path):
+    data_dir, dead = tmp_path / "data", _ended()
+    data_dir.mkdir()
+    (data_dir / f"{ARCHIVE_NAME}.{dead}.part").write_bytes(b"x" * 1000)  # what SIGKILL mid-download leaves
+    (data_dir / f".extract-{dead}" / FOLDER_NAME).mkdir(parents=True)
+    (data_dir / f".extract-{dead}" / FOLDER_NAME / "data_batch_1").write_bytes(b"x" * 1000)
+    other = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        (data_dir / f"{ARCHIVE_NAME}.{other.pid}.part").write_bytes(b"")  # a download still going on: left alone
+        ensure_extracted(data_dir, tiny_archive.url, tiny_archive.md5)
+    finally:
+        other.kill()
+        other.wait()
+    assert leftovers(data_dir) == [f"{ARCHIVE_NAME}.{other.pid}.part"]
+
+
+def test_sigterm_during_a_download_of_python_m_cifar10_ends_quietly_and_leaves_nothing(tiny_archive, tmp_path):
+    """`python -m cifar10` stopped while the archive streams in (a FIFO as the source holds it there)."""
+    source, data_dir, logs = tmp_path / "archive.tar.gz", tmp_path / "data", tmp_path / "logs"
+    os.mkfifo(source)
+    fit = subprocess.Popen([sys.executable, "-m", "cifar10", "--model", "lenet", "--accelerator", "cpu",
+                            "--data-url", source.as_uri(), "--data-md5", tiny_archive.md5, "--data-dir", str(data_dir),
+                            "--logdir", str(logs)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                           env=os.environ | {"CIFAR10_ALLOW_SUBSET": "1"})
+    writer = os.open(source, os.O_RDWR)  # both ends here: never blocks, and the fit's read waits for more
+    try:
+        os.write(writer, tiny_archive.path.read_bytes()[:50_000])  # less than a pipe holds
+        while not list(data_dir.glob("*.part")):  # the download has begun
+            assert fit.poll() is None, fit.stderr.read()
+            time.sleep(0.1)
+        fit.send_signal(signal.SIGTERM)
+        _, err = fit.communicate(timeout=120)
+    finally:
+        os.close(writer)
+    assert fit.returncode == 143 and "SIGTERM: stopped outside training" in err and "Traceback" not in err, err
+    assert leftovers(data_dir) == [] and not logs.exists()

@@ -130,3 +130,23 @@ def test_evaluate_tests_in_the_precision_fit_tested_in(tiny_archive, tmp_path):
                  tiny_archive.url, "--data-md5", tiny_archive.md5, "--accelerator", "cpu", "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["precision"] == "bf16-mixed" and report["acc"] == metrics["test_acc"]
+
+
+def test_without_data_dir_the_checkpoints_own_data_folder_is_read(tiny_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no ./data here: it would be downloaded from the official URL
+    assert main(["--ckpt", str(tiny_run.ckpt), "--out", str(tmp_path / "report")]) == 0
+    out, err = capsys.readouterr()
+    assert f"data: {tiny_run.data_dir} (the checkpoint's training data" in err and "test accuracy" in out
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_failed_evaluation_leaves_no_empty_report_folder(tiny_run, tmp_path, monkeypatch, capsys):
+    ckpt = torch.load(tiny_run.ckpt, weights_only=True)
+    ckpt["datamodule_hyper_parameters"]["data_dir"] = str(tmp_path / "gone")  # moved away since training
+    copied = tmp_path / "run" / "best.ckpt"
+    copied.parent.mkdir()
+    torch.save(ckpt, copied)
+    monkeypatch.chdir(tmp_path)
+    code = main(["--ckpt", str(copied), "--data-url", (tmp_path / "nowhere.tar.gz").as_uri()])
+    assert code == 2 and "Could not download" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "report").exists() and not (tmp_path / "gone").exists()

@@ -38,7 +38,7 @@ def test_bad_flag_values(argv, needles, capsys):
 
 def test_resume_last_without_an_earlier_run(tmp_path, capsys):
     code = main(["--model", "lenet", "--ckpt-path", "last", "--logdir", str(tmp_path)])
-    assert_clean_error(code, capsys.readouterr().err, "no earlier run", "lenet")
+    assert_clean_error(code, capsys.readouterr().err, "no unfinished run", "lenet")
 
 
 def test_missing_checkpoint_file(tmp_path, capsys):
@@ -81,3 +81,30 @@ def test_unknown_config_key(tmp_path, capsys):
     config = tmp_path / "run.yaml"
     config.write_text("epochs: 3\n")
     assert_clean_error(main(["--config", str(config)]), capsys.readouterr().err, "epochs", "max_epochs")
+
+
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8)) + "strategy: *i\n"
+
+
+@pytest.mark.parametrize("content, needles", [
+    ("lr: 0.1\ncomment: caf\xe9\n".encode("latin-1"), ["not UTF-8", "0xe9"]),
+    (b"strategy: " + b"[" * 20_000 + b"]" * 20_000 + b"\n", ["nests a mapping or a list too deep"]),
+    (b"strategy: {name: ddp}\n", ["nests a mapping or a list too deep (line 1)"]),
+    (ALIAS_BOMB.encode(), ["alias"]),  # refused at its first alias, before anything is expanded
+    (b"x: &name cpu\naccelerator: *name\n", ["alias"]),
+    (b"lr: 0.1\n" + b"#" * (1 << 20) + b"\n", ["larger than"]),
+    (b"- lr\n- 0.1\n", ["must be a mapping"]),
+])
+def test_a_config_that_is_not_a_small_flat_yaml_mapping(content, needles, tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_bytes(content)
+    assert_clean_error(main(["--config", str(config)]), capsys.readouterr().err, *needles)
+
+
+def test_a_config_that_is_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
+    config = tmp_path / "run.yaml"
+    os.mkfifo(config)
+    done = subprocess.run([sys.executable, "-m", "cifar10.fit", "--config", str(config)], capture_output=True,
+                          text=True, env=os.environ | {"CIFAR10_ALLOW_SUBSET": "1"}, timeout=120)  # it used to hang
+    assert_clean_error(done.returncode, done.stderr, "not a regular file")

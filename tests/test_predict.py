@@ -147,3 +147,18 @@ def test_exif_orientation_is_applied(tmp_path):
     Image.fromarray(pixels).save(tmp_path / "turned.png", exif=exif)
     image = read_image(tmp_path / "turned.png")
     assert (image[:, :, :16] == 255).all() and (image[:, :, 16:] == 0).all()
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F"])
+def test_16_bit_and_float_images_are_scaled_to_8_bits_not_clipped(mode, tmp_path):
+    """One gradient as 8-bit grey, and as 16-bit (PNG), 32-bit integer and float (TIFF): the same pixels, +-1."""
+    ramp = np.tile(np.linspace(0, 1, 64), (48, 1))
+    Image.fromarray(np.round(ramp * 255).astype(np.uint8), "L").save(tmp_path / "gray8.png")
+    deep = {"I;16": (ramp * 65535).astype(np.uint16), "I": (ramp * 65535).astype(np.int32),
+            "F": ramp.astype(np.float32)}[mode]
+    path = tmp_path / ("deep.png" if mode == "I;16" else "deep.tif")
+    Image.fromarray(deep).save(path)
+    with Image.open(path) as opened:
+        assert opened.mode == mode  # what the file holds reaches the reader
+    eight, high = read_image(tmp_path / "gray8.png").int(), read_image(path).int()
+    assert high.max() > 250 and (eight - high).abs().max() <= 1

@@ -182,6 +182,7 @@ def test_16_mixed_on_the_cpu_is_recorded_as_what_runs(tiny_archive, tmp_path, ca
 def test_a_damaged_last_checkpoint_names_the_newest_readable_one(tiny_archive, tmp_path, capsys):
     assert main(fit_args(tiny_archive, tmp_path, "--limit-train-batches", "2")) == 0
     checkpoints = tmp_path / "logs" / "lenet" / "version_0" / "checkpoints"
+    (checkpoints.parent / "metrics.json").unlink()  # unfinished, as a run killed before its test
     last = checkpoints / "last.ckpt"
     last.write_bytes(last.read_bytes()[:100_000])  # cut short, as a kill mid-copy used to leave it
     code = main([*fit_args(tiny_archive, tmp_path), "--ckpt-path", "last"])
@@ -258,3 +259,27 @@ def test_predict_with_an_edited_class_list_is_a_clear_error(tiny_run, tmp_path, 
     Image.new("RGB", (40, 30), "red").save(image)
     code = predict_main(["--ckpt", str(edited), str(image)])
     assert_one_paragraph(code, capsys.readouterr().err, "names 3 classes", "CIFAR-10 has 10")
+
+
+# --- unwritable logdirs, and what a failed start leaves -----------------------------------------------------
+
+@pytest.mark.parametrize("blocker", ["logs", "logs/lenet"])
+def test_a_logdir_that_cannot_hold_run_folders_is_one_paragraph_before_anything_runs(blocker, tiny_archive, tmp_path,
+                                                                                      capsys):
+    (tmp_path / blocker).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / blocker).write_text("a file where a folder should go")
+    code = main(fit_args(tiny_archive, tmp_path))
+    assert_one_paragraph(code, capsys.readouterr().err, "cannot make a run folder", "--logdir", "Nothing was run")
+    assert not (tmp_path / "data").exists(), "nothing ran: no download"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_logdir_is_one_paragraph(tiny_archive, tmp_path, capsys):
+    (tmp_path / "logs").mkdir(mode=0o500)
+    assert_one_paragraph(main(fit_args(tiny_archive, tmp_path)), capsys.readouterr().err, "cannot make a run folder")
+
+
+def test_a_failed_start_leaves_no_empty_folders(tiny_archive, tmp_path, capsys):
+    code = main(fit_args(tiny_archive, tmp_path, "--data-url", (tmp_path / "missing.tar.gz").as_uri()))
+    assert_one_paragraph(code, capsys.readouterr().err, "Could not download")
+    assert not (tmp_path / "logs").exists(), "no empty logs/lenet/version_0"

@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -257,3 +258,25 @@ def test_lists_a_real_run_with_the_test_accuracy_of_its_metrics(tiny_archive, tm
     assert record["model"] == "lenet" and record["epochs"] == 1 and record["status"] == "finished"
     code, out, _ = run(capsys, tmp_path / "logs")
     assert code == 0 and f"{100 * metrics['test_acc']:.2f}%" in line_of(out, "version_0")
+
+
+def test_a_bad_metrics_file_is_skipped_with_one_line_and_the_others_are_listed(tmp_path, capsys):
+    """NaN and 1e400 (inf) where numbers go, a nesting deeper than the recursion limit, a FIFO (it used to block
+    forever) and a symlink to /dev/zero (it used to be read until memory ran out): each one line; the good run listed."""
+    write_run(tmp_path / "good" / "version_0", fake_metrics())
+    write_run(tmp_path / "nan" / "version_0", json.dumps(fake_metrics() | {"epochs": float("nan")}))
+    write_run(tmp_path / "huge" / "version_0", json.dumps(fake_metrics()).replace('"epochs": 3,', '"epochs": 1e400,'))
+    write_run(tmp_path / "deep" / "version_0", "[" * 100_000 + "]" * 100_000)
+    write_run(tmp_path / "fifo" / "version_0")
+    os.mkfifo(tmp_path / "fifo" / "version_0" / "metrics.json")
+    write_run(tmp_path / "zero" / "version_0")
+    (tmp_path / "zero" / "version_0" / "metrics.json").symlink_to("/dev/zero")
+    write_run(tmp_path / "big" / "version_0", " " * (2 << 20) + json.dumps(fake_metrics()))
+    code, out, err = run(capsys, tmp_path, "--format", "json")
+    assert code == 0 and [r["run_dir"] for r in json.loads(out)] == [str(tmp_path / "good" / "version_0")]
+    lines = dict(line.split(": ", 1) for line in err.splitlines())
+    assert len(lines) == 6, err
+    why = {Path(key.removeprefix("skipped ")).parent.name: text for key, text in lines.items()}
+    assert "'epochs' is nan, not a finite number" in why["nan"] and "'epochs' is inf" in why["huge"]
+    assert "nested too deeply" in why["deep"] and "not a regular file" in why["fifo"]
+    assert "not a regular file" in why["zero"] and "larger than" in why["big"]

@@ -121,7 +121,7 @@ def test_a_stop_at_every_phase_resumes_exactly(tiny_archive, tmp_path, capsys):
         code = main(fit_args(tiny_archive, data, split, *resume), callbacks=[stop])
         assert stop.sent, stop.phase
         assert code == {signal.SIGINT: 130, signal.SIGTERM: 143}[stop.signum], stop.phase
-        assert "--ckpt-path last" in capsys.readouterr().err
+        assert f"Resume with: python -m cifar10.fit --ckpt-path {last}" in capsys.readouterr().err
         steps.append(torch.load(last, weights_only=True)["global_step"])
         assert not (split / "lenet" / "version_1").exists()
     assert not (split / "lenet" / "version_0" / "metrics.json").exists()
@@ -174,7 +174,8 @@ def test_cli_runs_stopped_at_random_instants_end_like_an_uninterrupted_one(tiny_
     duration = time.perf_counter() - started  # the delays scale with this machine's speed
     rng, split, stops = random.Random(7), tmp_path / "split", 0
     for attempt in range(12):
-        resume = ["--ckpt-path", "last"] if (split / "lenet" / "version_0" / "checkpoints" / "last.ckpt").exists() else []
+        # resume once any run has a checkpoint: a stop before the first one leaves nothing to resume
+        resume = ["--ckpt-path", "last"] if list(split.glob("lenet/version_*/checkpoints/last.ckpt")) else []
         process = cli(tiny_archive, data, split, *resume)
         time.sleep(rng.uniform(0.3, 0.95) * duration)
         signum = rng.choice([signal.SIGINT, signal.SIGTERM])
@@ -197,3 +198,70 @@ def test_cli_runs_stopped_at_random_instants_end_like_an_uninterrupted_one(tiny_
             (split / "lenet" / "version_0").rename(split / "lenet" / "stopped_early")
         finished[0].rename(split / "lenet" / "version_0")
     assert_same_run(tmp_path / "straight", split)
+
+
+class SigtermThenCtrlC(SignalAt):
+    """SIGTERM, and a Ctrl-C while the run is still on its way to the stop."""
+
+    def _maybe(self, phase: str, trainer: L.Trainer, batch_idx: int | None = None) -> None:
+        if not self.sent and phase == self.phase and (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_after_sigterm_says_what_happened(tiny_archive, tmp_path, capsys):
+    logs = tmp_path / "logs"
+    code = main(fit_args(tiny_archive, tmp_path / "data", logs), callbacks=[SigtermThenCtrlC("after_forward", 1, 1)])
+    err = capsys.readouterr().err
+    last = logs / "lenet" / "version_0" / "checkpoints" / "last.ckpt"
+    assert code == 130 and "Stopped at once (Ctrl-C after SIGTERM)" in err and f"--ckpt-path {last}" in err, err
+    assert "before the first training step" not in err
+    assert torch.load(last, weights_only=True)["global_step"] == STEPS_PER_EPOCH  # the end of epoch 0
+
+
+def long_cli(archive, data: Path, logdir: Path, **streams) -> subprocess.Popen:
+    """A real fit long enough to be stopped inside training once its first last.ckpt is there."""
+    env = os.environ | {"CIFAR10_ALLOW_SUBSET": "1"}
+    argv = [sys.executable, "-m", "cifar10.fit", *fit_args(archive, data, logdir), "--max-epochs", "200"]
+    return subprocess.Popen(argv, env=env, **streams)
+
+
+def wait_for(path: Path, process: subprocess.Popen) -> None:
+    """Until `path` exists (the fit's first epoch is done); the fit must still be running then."""
+    while not path.exists():
+        assert process.poll() is None, f"the fit ended (exit {process.returncode}) before writing {path}"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_sighup_stops_like_sigterm_and_saves(tiny_archive, tmp_path):
+    """The terminal closed or the ssh session dropped: the step in flight finishes, last.ckpt is saved, exit 129."""
+    logs = tmp_path / "logs"
+    fit = long_cli(tiny_archive, tmp_path / "data", logs, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    last = logs / "lenet" / "version_0" / "checkpoints" / "last.ckpt"
+    wait_for(last, fit)
+    fit.send_signal(signal.SIGHUP)
+    _, err = fit.communicate(timeout=600)
+    assert fit.returncode == 129 and "Traceback" not in err, err
+    assert "Stopped (SIGHUP): saved" in err and f"--ckpt-path {last}" in err
+    assert not (last.parent.parent / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_with_the_output_piped_through_tee_saves(tiny_archive, tmp_path):
+    """Ctrl-C stops `fit ... 2>&1 | tee log` as a whole: tee goes first, and the fit's messages then meet a closed
+    pipe. The run must still stop as asked: last.ckpt saved, exit 130 (it was exit 1, with nothing saved)."""
+    logs = tmp_path / "logs"
+    tee = subprocess.Popen(["tee", str(tmp_path / "fit.log")], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    fit = long_cli(tiny_archive, tmp_path / "data", logs, stdout=tee.stdin, stderr=subprocess.STDOUT)
+    tee.stdin.close()  # only the fit writes to the pipe now
+    last = logs / "lenet" / "version_0" / "checkpoints" / "last.ckpt"
+    wait_for(last, fit)
+    tee.send_signal(signal.SIGINT)
+    tee.wait(timeout=60)
+    before = torch.load(last, weights_only=True)["global_step"]
+    fit.send_signal(signal.SIGINT)
+    assert fit.wait(timeout=600) == 130
+    assert torch.load(last, weights_only=True)["global_step"] >= before
+    assert not (last.parent.parent / "metrics.json").exists() and not list(logs.rglob("*.partial"))

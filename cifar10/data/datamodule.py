@@ -286,7 +286,10 @@ class CIFAR10DataModule(L.LightningDataModule):
         trainer = self.trainer
         if trainer is None or trainer.state.fn != "fit":
             return {}
-        return {"epoch": trainer.current_epoch, "batches_done": batches_done(trainer)}
+        # batches_in_epoch tells a stop inside an epoch from the epoch's end (only the former pins the batch size)
+        total = trainer.num_training_batches  # inf until the training data is set up
+        return {"epoch": trainer.current_epoch, "batches_done": batches_done(trainer),
+                "batches_in_epoch": int(total) if total != float("inf") else None}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         if state:

@@ -2,10 +2,13 @@
 
 The archive is downloaded to a temporary file, checked, then renamed; it is extracted into a
 temporary folder that is renamed into place only once complete, so neither a partial download nor
-a half-extracted folder is ever taken as valid.
+a half-extracted folder is ever taken as valid. Both temporaries carry the pid of their process: they
+are removed on any exit of it that Python sees (errors, Ctrl-C, SIGTERM), and the ones a killed process
+left are removed by the next start (the pid no longer runs).
 """
 
 import os
+import re
 import shutil
 import tarfile
 import urllib.error
@@ -23,6 +26,29 @@ OFFICIAL_MD5 = "c58f30108f718f92721af3b95e74349a"
 ARCHIVE_NAME = "cifar-10-python.tar.gz"
 FOLDER_NAME = "cifar-10-batches-py"
 BATCH_FILES = ("batches.meta", *(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
+# the temporaries of a download and an extraction, with the pid of the process that made them
+LEFTOVER = re.compile(rf"{re.escape(ARCHIVE_NAME)}\.(\d+)\.part|\.extract-(\d+)")
+
+
+def running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user's
+        return True
+    return True
+
+
+def remove_leftovers(data_dir: Path) -> None:
+    """Remove partial downloads and extractions of processes that no longer run (killed mid-way)."""
+    for entry in data_dir.iterdir() if data_dir.is_dir() else ():
+        match = LEFTOVER.fullmatch(entry.name)
+        if match and not running(int(match.group(1) or match.group(2))):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
 
 
 def has_batches(folder: Path) -> bool:
@@ -37,6 +63,7 @@ def ensure_extracted(data_dir: str | Path, url: str = OFFICIAL_URL, md5: str = O
     if has_batches(folder):
         return folder
     make_writable_dir(data_dir)
+    remove_leftovers(data_dir)
     archive = data_dir / ARCHIVE_NAME
     if archive.is_file():
         check_existing_archive(archive, md5)
@@ -69,20 +96,21 @@ def download_archive(url: str, md5: str, archive: Path) -> None:
     """Download `url` to a temporary file beside `archive`, verify its md5, then rename it to `archive`."""
     partial = archive.with_name(f"{archive.name}.{os.getpid()}.part")
     try:
-        fetch(url, partial)
-    except (urllib.error.URLError, OSError, ValueError) as err:
+        try:
+            fetch(url, partial)
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            raise UserError(
+                f"Could not download CIFAR-10 from {url} ({getattr(err, 'reason', None) or err}). Check the network "
+                f"and the URL (--data-url), or place the archive by hand: copy {ARCHIVE_NAME} (or the extracted "
+                f"{FOLDER_NAME} folder) into {archive.parent} and pass --data-dir {archive.parent}.") from None
+        actual = calculate_md5(partial)
+        if actual != md5:
+            raise UserError(f"The archive downloaded from {url} has md5 {actual}, expected {md5}; it was deleted and "
+                            "nothing was extracted. Retry, or if this is a different copy on purpose, pass its md5 "
+                            "with --data-md5.")
+        partial.replace(archive)
+    finally:  # on any exit, Ctrl-C and a signal's SystemExit included (after the rename there is nothing to remove)
         partial.unlink(missing_ok=True)
-        raise UserError(
-            f"Could not download CIFAR-10 from {url} ({getattr(err, 'reason', None) or err}). Check the network "
-            f"and the URL (--data-url), or place the archive by hand: copy {ARCHIVE_NAME} (or the extracted "
-            f"{FOLDER_NAME} folder) into {archive.parent} and pass --data-dir {archive.parent}.") from None
-    actual = calculate_md5(partial)
-    if actual != md5:
-        partial.unlink()
-        raise UserError(f"The archive downloaded from {url} has md5 {actual}, expected {md5}; it was deleted and "
-                        "nothing was extracted. Retry, or if this is a different copy on purpose, pass its md5 "
-                        "with --data-md5.")
-    partial.replace(archive)
 
 
 def fetch(url: str, dest: Path) -> None:

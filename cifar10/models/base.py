@@ -199,6 +199,13 @@ class ClassifierModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["cifar10"] = {"model": self.model_name, "format": CHECKPOINT_FORMAT}
 
+    def on_train_start(self) -> None:
+        # A resumed fit: Lightning has just put back the optimizer's and the schedule's saved state (their
+        # param_groups and base_lrs) over what configure_optimizers built from the hyper-parameters of today.
+        # Make them today's again, so a setting changed on resume trains as recorded. A fresh fit is unchanged.
+        configs = self.trainer.lr_scheduler_configs
+        apply_hyperparameters(self.trainer.optimizers[0], configs[0].scheduler if configs else None,
+                              self.configure_optimizers(), self.trainer.global_step)
 
 def augmented_logits(model: Callable[[Tensor], Tensor], images: Tensor, tta: str = "none") -> Tensor:
     """Logits of normalised images (`model`: e.g. ClassifierModule.classify), averaged over test-time
@@ -300,3 +307,27 @@ def build_optimizer(hp, net: nn.Module, total_steps: float):
         raise UserError(f"the {hp.schedule} schedule needs a finite run: set max_epochs or max_steps.")
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(hp.schedule, int(total_steps)))
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+
+def apply_hyperparameters(opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR | None,
+                          built: torch.optim.Optimizer | dict, step: int) -> None:
+    """Give the optimizer and schedule in training the hyper-parameters of `built` (what configure_optimizers
+    returns for the same parameters), at optimizer step `step`.
+
+    Each parameter group takes the built group's values (learning rate, weight decay, momentum, betas,
+    whatever that model's groups hold), the LambdaLR the built one's base_lrs (the peak values) and `step`
+    as its step count (last_epoch), and each group's rate is base_lr x its lambda at `step`, LambdaLR.get_lr's
+    own expression, so its next step continues the schedule of these settings and a fresh fit gets the very
+    same floats (torch.optim docs: LRScheduler, LambdaLR). The state (momentum buffers, moments) is kept.
+    """
+    fresh_opt, fresh_sched = ((built["optimizer"], built["lr_scheduler"]["scheduler"]) if isinstance(built, dict)
+                              else (built, None))
+    for group, fresh in zip(opt.param_groups, fresh_opt.param_groups):
+        group.update({key: value for key, value in fresh.items() if key != "params"})
+    if sched is None or fresh_sched is None:  # no schedule: the rates as built
+        return
+    sched.base_lrs = list(fresh_sched.base_lrs)
+    sched.last_epoch = step
+    for group, base, factor in zip(opt.param_groups, sched.base_lrs, sched.lr_lambdas):
+        group["lr"] = base * factor(step)

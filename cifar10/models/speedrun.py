@@ -151,6 +151,7 @@ class Speedrun(ClassifierModule):
         self.lookahead.average = checkpoint.get("lookahead")
 
     def on_train_start(self) -> None:  # a resumed average goes where the weights now are
+        super().on_train_start()
         if self.lookahead.average is not None:
             self.lookahead.average = {k: v.to(self.device) for k, v in self.lookahead.average.items()}
 

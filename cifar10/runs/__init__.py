@@ -12,14 +12,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+
 from cifar10.checkpoint import build_model, read_checkpoint
 from cifar10.errors import UserError
-from cifar10.files import atomic_write_text
+from cifar10.files import NotReadable, atomic_write_text, read_bounded
 from cifar10.models.base import CHECKPOINT_FORMAT
+from cifar10.runs.lock import is_locked
 
 VERSION = re.compile(r"version_(\d+)")
 RECORD_KEY = "RunRecord"  # state key of cifar10.callbacks.RunRecord inside ckpt["callbacks"]
 LOGGER_RUNS_KEY = "LoggerRuns"  # state key of cifar10.loggers.LoggerRuns: the MLflow / W&B runs to continue
+POSITION_KEY = "CIFAR10DataModule"  # where Lightning keeps the DataModule's state_dict (its class name)
+METRICS_LIMIT = 1 << 20  # fit writes a few kB; a bigger metrics.json is not one of its files
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,15 @@ class ResumePoint:
     data_hparams: dict[str, Any] = field(default_factory=dict)  # the DataModule's
     run_record: dict[str, Any] = field(default_factory=dict)  # the RunRecord callback's: run and trainer settings
     logger_runs: dict[str, str] = field(default_factory=dict)  # logger name -> its run id (LoggerRuns')
+    position: dict[str, Any] = field(default_factory=dict)  # the DataModule's: epoch and batches done
+    status: str | None = None  # the run folder's metrics.json status (None: none there yet)
+    by_last: bool = False  # found by --ckpt-path last
+
+    @property
+    def mid_epoch(self) -> bool:
+        """Saved inside an epoch (a stop), not at its end: the resumed epoch skips the batches done."""
+        done, total = self.position.get("batches_done", 0), self.position.get("batches_in_epoch")
+        return done > 0 and (total is None or done < total)  # an older checkpoint does not say: assume inside
 
     @property
     def version(self) -> int | None:
@@ -84,15 +98,62 @@ def version_shared_with_children(version: int) -> Iterator[None]:
             os.environ[VERSION_ENV] = before
 
 
-def latest_checkpoint(logdir: Path, model: str) -> Path:
-    """checkpoints/last.ckpt of the newest run of `model` that has one."""
-    for run in reversed(version_dirs(logdir, model)):
-        if (last := run / "checkpoints" / "last.ckpt").is_file():
-            return last
-    raise UserError(
-        f"--ckpt-path last found no earlier run of {model!r} under {Path(logdir)}/{model}/ (no "
-        "version_N/checkpoints/last.ckpt). Train it first, pass the --model and --logdir of that run, "
-        "or give the checkpoint's path.")
+class BadMetrics(Exception):
+    """A metrics.json that cannot be read as a run's: the message says why."""
+
+
+def read_metrics(path: Path) -> dict[str, Any]:
+    """A metrics.json, bounded in size and depth; BadMetrics when it is not one fit could have written."""
+    try:
+        metrics = json.loads(read_bounded(path, METRICS_LIMIT))
+    except NotReadable as err:
+        raise BadMetrics(str(err).replace(f"{path} ", "metrics.json ", 1)) from None
+    except UnicodeDecodeError as err:
+        raise BadMetrics(f"metrics.json is not UTF-8 text ({err.reason})") from None
+    except json.JSONDecodeError as err:
+        raise BadMetrics(f"metrics.json is not valid JSON ({err})") from None
+    except RecursionError:
+        raise BadMetrics("metrics.json is nested too deeply to be a run's") from None
+    if not isinstance(metrics, dict):
+        raise BadMetrics(f"metrics.json holds a {type(metrics).__name__}, not an object of run metrics")
+    return metrics
+
+
+def run_status(run_dir: Path) -> str | None:
+    """The status a run folder's metrics.json records (finished when it records none); None without one."""
+    path = Path(run_dir) / "metrics.json"
+    if not path.exists():
+        return None
+    try:
+        return str(read_metrics(path).get("status", "finished"))
+    except BadMetrics:
+        return "unreadable"
+
+
+def unfinished_checkpoint(logdir: Path, model: str) -> Path:
+    """--ckpt-path last: checkpoints/last.ckpt of the one run of `model` that is unfinished (no metrics.json
+    saying finished) and that no live fit is training; UserError when there is none, or several."""
+    runs = version_dirs(logdir, model)
+    candidates = [run for run in runs if (run / "checkpoints" / "last.ckpt").is_file() and run_status(run) != "finished"]
+    # the other processes of a DDP run follow rank 0, whose lock they may already see: they skip this test
+    busy = [run for run in candidates if rank_zero_only.rank == 0 and is_locked(run)]
+    free = [run for run in candidates if run not in busy]
+    if len(free) == 1:
+        return free[0] / "checkpoints" / "last.ckpt"
+    if len(free) > 1:
+        listed = "; ".join(f"--ckpt-path {run / 'checkpoints' / 'last.ckpt'}" for run in reversed(free))
+        raise UserError(f"--ckpt-path last is ambiguous: {len(free)} runs of {model!r} under {Path(logdir)}/{model}/ "
+                        f"are unfinished. Name the one to resume: {listed}.")
+    finished = [run for run in runs if run_status(run) == "finished" and (run / "checkpoints" / "last.ckpt").is_file()]
+    why = [f"{', '.join(map(str, busy))} {'is' if len(busy) == 1 else 'are'} being trained right now"] if busy else []
+    if finished:
+        ckpt = finished[-1] / "checkpoints" / "last.ckpt"
+        why.append(f"the newest finished one is {finished[-1]}: to train it further, pass --ckpt-path {ckpt} with a "
+                   "larger --max-epochs")
+    raise UserError(f"--ckpt-path last found no unfinished run of {model!r} to resume under {Path(logdir)}/{model}/ "
+                    f"(a version_N with checkpoints/last.ckpt and no finished metrics.json)"
+                    + (f"; {'; '.join(why)}" if why else "") + ". Start a new run without --ckpt-path, pass the "
+                    "--model and --logdir of the run you mean, or give its checkpoint's path.")
 
 
 def resumable_checkpoint(path: Path, model: str | None = None) -> tuple[str, dict[str, Any]]:
@@ -146,7 +207,7 @@ def read_last(path: Path, logdir: Path, model: str) -> tuple[str, dict[str, Any]
 def resume_point(ckpt_path: str, logdir: Path, model: str | None) -> ResumePoint:
     """Resolve `--ckpt-path` ('last' or a file) and check it holds `model` (None: take the checkpoint's)."""
     if ckpt_path == "last":
-        path = latest_checkpoint(logdir, model)
+        path = unfinished_checkpoint(logdir, model)
         saved_model, ckpt = read_last(path, logdir, model)
     else:
         path = Path(ckpt_path).expanduser()
@@ -156,10 +217,13 @@ def resume_point(ckpt_path: str, logdir: Path, model: str | None) -> ResumePoint
         saved_model, ckpt = resumable_checkpoint(path, model)
     run_dir = path.parent.parent
     in_run = path.parent.name == "checkpoints" and VERSION.fullmatch(run_dir.name) is not None
+    position = ckpt.get(POSITION_KEY)
     return ResumePoint(path, saved_model, run_dir if in_run else None, model_hparams=dict(ckpt["hyper_parameters"]),
                        data_hparams=dict(ckpt.get("datamodule_hyper_parameters") or {}),
                        run_record=dict(ckpt.get("callbacks", {}).get(RECORD_KEY) or {}),
-                       logger_runs=dict(ckpt.get("callbacks", {}).get(LOGGER_RUNS_KEY) or {}))
+                       logger_runs=dict(ckpt.get("callbacks", {}).get(LOGGER_RUNS_KEY) or {}),
+                       position=dict(position) if isinstance(position, dict) else {},
+                       status=run_status(run_dir) if in_run else None, by_last=ckpt_path == "last")
 
 
 def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> Path:

@@ -9,6 +9,7 @@ import argparse
 import csv
 import io
 import json
+import math
 import os
 import re
 import statistics
@@ -20,7 +21,7 @@ from typing import Any
 
 from cifar10.errors import CliParser, UserError, exits_cleanly
 from cifar10.reporting import format_table
-from cifar10.runs import VERSION
+from cifar10.runs import VERSION, BadMetrics, read_metrics
 
 PROG = "python -m cifar10.runs"
 FORMATS = ("table", "markdown", "csv", "json")
@@ -126,8 +127,8 @@ def _number(metrics: dict[str, Any], key: str, kind: type = float) -> Any:
     value = metrics.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise NotARun(f"its {key!r} is {value!r}, not a number")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise NotARun(f"its {key!r} is {value!r}, not a finite number")  # json reads NaN, and 1e400 as inf
     return kind(value)
 
 
@@ -143,13 +144,9 @@ def read_run(run_dir: Path) -> Row:
         status = "unfinished" if (run_dir / "checkpoints" / "last.ckpt").is_file() else "empty"
         return Row(run_dir, status, model=run_dir.parent.name)
     try:
-        metrics = json.loads(metrics_path.read_text())
-    except (OSError, UnicodeDecodeError) as err:
-        raise NotARun(f"metrics.json cannot be read ({type(err).__name__}: {err})") from None
-    except json.JSONDecodeError as err:
-        raise NotARun(f"metrics.json is not valid JSON ({err})") from None
-    if not isinstance(metrics, dict):
-        raise NotARun(f"metrics.json holds a {type(metrics).__name__}, not an object of run metrics")
+        metrics = read_metrics(metrics_path)  # bounded: a FIFO, /dev/zero or a deep nesting is refused, not read
+    except BadMetrics as why:
+        raise NotARun(str(why)) from None
     settings = metrics.get("settings")
     settings = settings if isinstance(settings, dict) else {}
     # a failed run's metrics.json holds little more than its status and settings: take what they tell
