@@ -199,8 +199,9 @@ FIXED_ON_RESUME = {
     "seed": "it changes the validation split, and the order and augmentation of the epochs not yet trained",
 }
 # Settings that change the batches of an epoch: applied from an epoch's end, refused inside one (the
-# resumed epoch skips the batches done, counted in batches of the recorded size).
-PER_EPOCH = ("batch_size", "limit_train_batches")
+# resumed epoch skips the batches done, counted in batches of the recorded size and shards of the recorded
+# number of processes).
+PER_EPOCH = ("batch_size", "limit_train_batches", "devices", "num_nodes")
 
 
 def check_resume(settings: dict[str, Any], resume: runs.ResumePoint) -> None:

@@ -126,6 +126,7 @@ def test_settings_changed_on_resume_reach_the_optimizer_the_schedule_and_the_rec
 
 @pytest.mark.parametrize("flags, needles", [
     (["--batch-size", "16"], ["--batch-size 16 (recorded: 32)", "inside epoch 1"]),
+    (["--devices", "2", "--strategy", "ddp"], ["--devices 2 (recorded: ", "inside epoch 1"]),
     (["--optimizer", "adam"], ["--optimizer adam (recorded: sgd)"]),
     (["--val-size", "40", "--seed", "4"], ["--val-size 40", "--seed 4"]),
 ])
