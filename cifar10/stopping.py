@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 
 from cifar10.console import say
 from cifar10.errors import UserError

@@ -14,7 +14,6 @@ full epoch cost, augmentation of the whole (smaller) set included.
 
 import contextlib
 import importlib.util
-import math
 import os
 import sys
 from collections.abc import Iterator

@@ -132,17 +132,17 @@ def sigterm_as_ctrl_c() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run_command(command: list[str], log: Path) -> int:
+def run_command(command: list[str], log: Path, env: dict[str, str] | None = None) -> int:
     """Run command with its stdout and stderr appended to log; its exit code.
 
     The child runs in a session of its own, so a Ctrl-C reaches only this process, which passes one SIGINT
     on and waits while fit saves its last.ckpt; a second Ctrl-C kills the child. A SIGTERM to this
     process (a scheduler ending the job) is handled like the first Ctrl-C. Either way the
-    KeyboardInterrupt is raised again afterwards.
+    KeyboardInterrupt is raised again afterwards. `env`: the child's environment (default: this one's).
     """
     with open(log, "ab") as out, sigterm_as_ctrl_c():
         child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 env=os.environ | {"PYTHONUNBUFFERED": "1"}, start_new_session=True)
+                                 env=(env or os.environ) | {"PYTHONUNBUFFERED": "1"}, start_new_session=True)
         try:
             return child.wait()
         except KeyboardInterrupt:

@@ -10,10 +10,8 @@ finished or pruned run is taken as it is, an unfinished one is resumed from its 
 import json
 import os
 import shlex
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +19,7 @@ from typing import Any
 
 import optuna
 
-from cifar10.bench.results import find_run_folder, read_metrics, sigterm_as_ctrl_c
+from cifar10.bench.results import find_run_folder, read_metrics, run_command
 from cifar10.sweep import budget
 from cifar10.sweep.pruning import run_key
 from cifar10.sweep.space import Param, flag_tokens
@@ -56,27 +54,6 @@ class TrialPlan:
     total: int  # --trials
 
 
-def run_fit(command: list[str], log: Path, env: dict[str, str]) -> int:
-    """Run one fit with its output appended to log; its exit code. The fit runs in a session of its own:
-    a Ctrl-C (or SIGTERM) of the sweep reaches it as one SIGINT, so it saves last.ckpt, and the
-    KeyboardInterrupt is raised again once it has exited (a second Ctrl-C kills it)."""
-    with open(log, "ab") as out, sigterm_as_ctrl_c():
-        child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 env=env, start_new_session=True)
-        try:
-            return child.wait()
-        except KeyboardInterrupt:
-            child.send_signal(signal.SIGINT)
-            print(f"\nInterrupted: the running fit saves its checkpoint (log {log}); Ctrl-C again to kill it.",
-                  file=sys.stderr, flush=True)
-            try:
-                child.wait()
-            except KeyboardInterrupt:
-                child.kill()
-                child.wait()
-            raise
-
-
 def earlier_run(trial: optuna.Trial, seed: int) -> tuple[Path | None, dict[str, Any] | None]:
     """The run folder this trial (or the trial it retries) already has for seed, and its metrics if done."""
     folder = trial.user_attrs.get(run_key(seed))
@@ -108,7 +85,9 @@ def run_seed(plan: TrialPlan, trial: optuna.Trial, values: dict[str, Any], seed:
     # the fit process reopens this trial by its storage id (Optuna's integrations read it the same way)
     spec = {"storage": plan.storage, "study": plan.study, "trial_id": trial._trial_id, "seed": seed,
             "report": report, "pruner": plan.pruner, "parent": os.getpid()}
-    code = run_fit(command, log, os.environ | {TRIAL_ENV: json.dumps(spec), "PYTHONUNBUFFERED": "1"})
+    # the fit runs in a session of its own: a Ctrl-C (or SIGTERM) of the sweep reaches it as one SIGINT, so it
+    # saves last.ckpt, and the KeyboardInterrupt is raised again once it has exited (a second Ctrl-C kills it)
+    code = run_command(command, log, os.environ | {TRIAL_ENV: json.dumps(spec)})
     with open(log, "rb") as file:
         file.seek(start)
         text = file.read().decode(errors="replace")
