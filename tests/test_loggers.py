@@ -29,10 +29,14 @@ SCALARS = {"train/loss_step", "train/loss_epoch", "train/acc", "val/loss", "val/
            "lr-SGD", "hp/test_acc", "hp/best_val_acc"}
 
 
+def data_args(archive, tmp_path: Path) -> list[str]:
+    """Where the data is: given again on resume (a checkpoint chooses no paths, URLs or checksums)."""
+    return ["--data-url", archive.url, "--data-md5", archive.md5, "--data-dir", str(tmp_path / "data")]
+
+
 def fit_args(archive, tmp_path: Path, *extra: str) -> list[str]:
     """mlp on the tiny archive, 2 epochs of 3 steps (250 training images, batches of 32)."""
-    return ["--data-url", archive.url, "--data-md5", archive.md5, "--data-dir", str(tmp_path / "data"),
-            "--model", "mlp", "--max-epochs", "2", "--limit-train-batches", "3", "--val-size", "50",
+    return [*data_args(archive, tmp_path), "--model", "mlp", "--max-epochs", "2", "--limit-train-batches", "3", "--val-size", "50",
             "--batch-size", "32", "--accelerator", "cpu", "--seed", "1", "--logdir", str(tmp_path / "logs"), *extra]
 
 
@@ -235,6 +239,7 @@ def test_a_fit_stopped_by_sigterm_and_resumed_is_one_mlflow_run_without_repeated
     assert only_run(client, "resumed").info.status == "KILLED"
 
     assert main(["--logdir", str(tmp_path / "logs"), "--model", "mlp", "--ckpt-path", "last",  # loggers inherited
+                 *data_args(tiny_archive, tmp_path),
                  "--max-epochs", "3"]) == 0
     run = only_run(client, "resumed")
     assert run.info.status == "FINISHED"
@@ -368,7 +373,8 @@ def test_wandb_offline_run_holds_metrics_and_images_and_resumes_as_the_same_run(
                                                                               wandb_offline):
     args = fit_args(tiny_archive, tmp_path, "--logger", "wandb", "csv", "--wandb-project", "cifar10-test")
     assert main(args, callbacks=[StopAt(epoch=1, batch=1)]) == 143
-    assert main(["--logdir", str(tmp_path / "logs"), "--model", "mlp", "--ckpt-path", "last"]) == 0
+    assert main(["--logdir", str(tmp_path / "logs"), "--model", "mlp", "--ckpt-path", "last",
+                 *data_args(tiny_archive, tmp_path)]) == 0
     run_dir = run_folder(tmp_path)
     run_id = json.loads((run_dir / "metrics.json").read_text())["logger_runs"]["wandb"]
     sessions = sorted((run_dir / "wandb").glob("offline-run-*"))
