@@ -36,8 +36,9 @@ def data_args(archive, tmp_path: Path) -> list[str]:
 
 def fit_args(archive, tmp_path: Path, *extra: str) -> list[str]:
     """mlp on the tiny archive, 2 epochs of 3 steps (250 training images, batches of 32)."""
-    return [*data_args(archive, tmp_path), "--model", "mlp", "--max-epochs", "2", "--limit-train-batches", "3", "--val-size", "50",
-            "--batch-size", "32", "--accelerator", "cpu", "--seed", "1", "--logdir", str(tmp_path / "logs"), *extra]
+    return [*data_args(archive, tmp_path), "--model", "mlp", "--max-epochs", "2", "--limit-train-batches", "3",
+            "--val-size", "50", "--batch-size", "32", "--accelerator", "cpu", "--seed", "1",
+            "--logdir", str(tmp_path / "logs"), *extra]
 
 
 class StopAt(L.Callback):
