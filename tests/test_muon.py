@@ -10,7 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from test_resume import InterruptAt, tiny_fit_args
+from test_resume import InterruptAt
+from test_speedrun_training import speedrun_args
 
 from cifar10.fit import main
 from cifar10.models import create_model, recipe
@@ -152,8 +153,7 @@ def test_the_whitening_bias_rate_falls_to_zero_in_3_epochs_the_others_at_the_end
 
 
 def muon_args(archive, data, logdir, *extra: str) -> list[str]:
-    args = tiny_fit_args(archive, data, logdir, "--max-epochs", "5", "--limit-train-batches", "5", *extra)
-    return [a if a != "lenet" else "speedrun-muon" for a in args]
+    return speedrun_args(archive, data, logdir, *extra, model="speedrun-muon")
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from test_reliability import assert_one_paragraph
 from test_stopping import SignalAt
 
 from cifar10.fit import main
@@ -26,15 +27,6 @@ def mlp_args(archive, data: Path, logdir: Path, *extra: str) -> list[str]:
     return ["--data-url", archive.url, "--data-md5", archive.md5, "--data-dir", str(data), "--model", "mlp",
             "--val-size", "50", "--batch-size", "32", "--accelerator", "cpu", "--seed", "3",
             "--limit-train-batches", "3", "--logdir", str(logdir), *extra]
-
-
-def assert_one_paragraph(code: int, err: str, *needles: str) -> str:
-    assert code == 2 and "Traceback" not in err, err
-    message = err.strip().splitlines()[-1]
-    assert message.startswith("error: "), err
-    for needle in needles:
-        assert needle in message, message
-    return message
 
 
 def run_of(logdir: Path, version: int = 0) -> Path:

@@ -92,9 +92,10 @@ def test_test_time_augmentation_modes():
         assert not torch.allclose(mirrored, plain)
 
 
-def speedrun_args(archive, data, logdir, *extra: str) -> list[str]:
+def speedrun_args(archive, data, logdir, *extra: str, model: str = "speedrun") -> list[str]:
+    """5 epochs of 5 steps of `model` (speedrun, or a model built on it) on the tiny archive."""
     args = tiny_fit_args(archive, data, logdir, "--max-epochs", "5", "--limit-train-batches", "5", *extra)
-    return [a if a != "lenet" else "speedrun" for a in args]
+    return [a if a != "lenet" else model for a in args]
 
 
 @pytest.mark.slow
