@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.profilers import PassThroughProfiler
 
 from cifar10 import loggers
-from cifar10.data.datamodule import GLOBAL_STREAM, stream_seed
+from cifar10.seeds import GLOBAL_STREAM, stream_seed
 from cifar10.gpu import syncs_allowed
 from cifar10.reporting import CURVE_TAGS, labelled_grid
 

@@ -2,7 +2,8 @@
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 from functools import wraps
 
 from cifar10.console import quiet_library_notices
@@ -10,6 +11,16 @@ from cifar10.console import quiet_library_notices
 
 class UserError(Exception):
     """Bad input from the user: the message says what was wrong and how to fix it."""
+
+
+Entry = TypeVar("Entry")
+
+
+def look_up(registry: Mapping[str, Entry], name: str, kind: str) -> Entry:
+    """registry[name], or a UserError naming the `kind` of thing asked for and every name the registry knows."""
+    if name not in registry:
+        raise UserError(f"unknown {kind} {name!r}: choose one of {', '.join(registry)}.")
+    return registry[name]
 
 
 class CliParser(argparse.ArgumentParser):

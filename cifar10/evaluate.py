@@ -19,8 +19,9 @@ from cifar10.data import CIFAR10DataModule
 from cifar10.data.download import FOLDER_NAME, has_batches
 from cifar10.errors import CliParser, UserError, exits_cleanly
 from cifar10.files import atomic_write_text, writable_folder
-from cifar10.models.base import MAX_MISCLASSIFIED, TTA_MODES, ClassifierModule
+from cifar10.models.base import MAX_MISCLASSIFIED, ClassifierModule
 from cifar10.settings import check_accelerator, uses_cuda
+from cifar10.tta import TTA_MODES
 
 
 @dataclass

@@ -30,14 +30,17 @@ import yaml
 from lightning.pytorch.utilities import rank_zero_only
 
 from cifar10 import runs
-from cifar10.data import AUGMENT_PRESETS, NORMALIZE_PRESETS
+from cifar10.data.augment import AUGMENT_PRESETS
+from cifar10.data.normalization import NORMALIZE_PRESETS
 from cifar10.errors import CliParser, UserError
 from cifar10.files import NotReadable, read_bounded
 from cifar10.gpu import native_bf16
 from cifar10.loggers import logger_names
 from cifar10.models import model_info, model_names, recipe
-from cifar10.models.base import OPTIMIZERS, SCHEDULES, TTA_MODES
+from cifar10.optimizers import OPTIMIZERS
 from cifar10.recipes import RECIPES
+from cifar10.schedules import SCHEDULES
+from cifar10.tta import TTA_MODES
 
 DEFAULT_MODEL = "speedrun"
 DEFAULTS: dict[str, Any] = {  # what no recipe decides

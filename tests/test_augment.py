@@ -6,8 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cifar10.data.augment import (AUGMENT_PRESETS, GRAY, augment, channel_stats, color_jitter, denormalize,
-                                  normalize, random_geometry, warp)
+from cifar10.data.augment import AUGMENT_PRESETS, GRAY, augment, color_jitter, random_geometry, warp
 from cifar10.errors import UserError
 
 
@@ -141,25 +140,6 @@ def test_heavy_keeps_the_value_range_and_brightness_bounds():
 def test_unknown_preset_lists_the_valid_ones():
     with pytest.raises(UserError, match="none, flip, crop-flip, shift-altflip, flip-rotate, heavy"):
         augment(random_images(2), "mixup", gen())
-
-
-def test_channel_stats_match_a_direct_float_computation():
-    images = random_images(300)
-    mean, std = channel_stats(images, chunk=64)
-    pixels = images.double() / 255
-    assert mean == pytest.approx(pixels.mean((0, 2, 3)).tolist(), abs=1e-7)
-    assert std == pytest.approx(pixels.std((0, 2, 3), correction=0).tolist(), abs=1e-7)
-
-
-def test_normalize_formula():
-    images = random_images(4)
-    mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
-    expected = (images.double() / 255 - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
-    out = normalize(images, mean, std)
-    assert out.dtype == torch.float32
-    torch.testing.assert_close(out, expected.float())
-    assert torch.equal((denormalize(out, mean, std) * 255).round().to(torch.uint8), images)
-    assert denormalize(out + 10, mean, std).max() == 1 and denormalize(out - 10, mean, std).min() == 0
 
 
 @pytest.mark.gpu

@@ -7,7 +7,7 @@ import torch
 from helpers_ckpt import read_test_split, tiny_run  # noqa: F401 (tiny_run is a fixture)
 
 from cifar10.checkpoint import load_checkpoint
-from cifar10.data import normalize
+from cifar10.data.normalization import normalize
 from cifar10.errors import UserError
 from cifar10.models import create_model
 from cifar10.runs import resume_point

@@ -9,7 +9,7 @@ from torch.utils.data import BatchSampler
 
 from cifar10.data import CLASSES, CIFAR10DataModule
 from cifar10.errors import UserError
-from cifar10.data import Normalize
+from cifar10.data.normalization import Normalize
 
 
 def make_dm(archive, tmp_path, **kwargs) -> CIFAR10DataModule:
@@ -60,7 +60,7 @@ def test_bad_val_size_is_a_user_error(tiny_archive, tmp_path, val_size):
 
 @pytest.mark.parametrize("option", ["augment", "normalize"])
 def test_unknown_preset_lists_the_valid_ones(option):
-    with pytest.raises(UserError, match="Valid presets: .*half|Valid presets: none, flip, crop-flip"):
+    with pytest.raises(UserError, match="choose one of .*half|choose one of none, flip, crop-flip"):
         CIFAR10DataModule(**{option: "sparkles"})
 
 

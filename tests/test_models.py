@@ -12,14 +12,17 @@ import yaml
 from torch.utils.data import DataLoader, TensorDataset
 
 import cifar10.models as models
+import cifar10.models.registry as registry
 from cifar10.data import CIFAR10DataModule
 from cifar10.errors import UserError
 from cifar10.settings import models_epilog
 from cifar10.models import create_model, model_info, model_names, register
-from cifar10.models.base import ClassifierModule, build_optimizer, lr_factor
+from cifar10.models.base import ClassifierModule
 from cifar10.models.speedrun import whiten_
 from cifar10.models import recipe
+from cifar10.optimizers import build_optimizer
 from cifar10.recipes import Recipe, ours
+from cifar10.schedules import lr_factor
 
 
 def conv(c_in: int, c_out: int, k: int = 3, bias: bool = True) -> int:
@@ -181,8 +184,8 @@ DROPPED_IN = '''"""A model file as someone would add one: layers, published resu
 
 from torch import nn
 
-from cifar10.models import register
 from cifar10.models.base import ClassifierModule
+from cifar10.models.registry import register
 from cifar10.recipes import Recipe, ours
 
 
@@ -197,7 +200,7 @@ class DroppedIn(ClassifierModule):
 @pytest.fixture
 def scratch_registry(monkeypatch):
     """The registry as it is, restored after the test: models registered in the test go away."""
-    monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
 
 
 def test_a_new_model_file_is_found_with_nothing_else_edited(tmp_path, monkeypatch, scratch_registry):
@@ -212,6 +215,7 @@ def test_a_new_model_file_is_found_with_nothing_else_edited(tmp_path, monkeypatc
     try:
         found = models.import_architectures()
         assert "dropped_in" in found and "_helpers" not in found and "base" not in found
+        assert "registry" not in found and "layers" not in found
         lenet = builtins.index("lenet")
         assert model_names() == [*builtins[:lenet + 1], "dropped-in", *builtins[lenet + 1:]]  # order 45: after lenet
         assert re.search(r"^  dropped-in +99\.9% in no time \(a test's model\)$", models_epilog(), re.M)

@@ -10,7 +10,7 @@ import torch
 
 from cifar10.bench.__main__ import main as bench_main
 from cifar10.callbacks import ProgressBar
-from cifar10.data.datamodule import stream_seed
+from cifar10.seeds import stream_seed
 from cifar10.fit import main as fit_main
 from cifar10.models import create_model
 from cifar10.lightning_internals import HOOK_NAME_ATTR as LIGHTNING_HOOK_NAME_ATTR

@@ -3,13 +3,16 @@ the default ones are what they were when they moved into the model files; a miss
 
 import pytest
 
-import cifar10.models as models
-from cifar10.data import AUGMENT_PRESETS, NORMALIZE_PRESETS
+import cifar10.models.registry as registry
+from cifar10.data.augment import AUGMENT_PRESETS
+from cifar10.data.normalization import NORMALIZE_PRESETS
 from cifar10.errors import UserError
 from cifar10.models import create_model, model_info, model_names, register
-from cifar10.models.base import OPTIMIZERS, SCHEDULES, ClassifierModule
+from cifar10.models.base import ClassifierModule
 from cifar10.models import recipe
+from cifar10.optimizers import OPTIMIZERS
 from cifar10.recipes import RECIPES, Recipe, ours
+from cifar10.schedules import SCHEDULES
 
 KEYS = {"optimizer", "lr", "momentum", "nesterov", "weight_decay", "betas", "schedule", "label_smoothing",
         "bias_lr_scale", "tta", "batch_size", "max_epochs", "augment", "normalize", "val_size"}
@@ -92,7 +95,7 @@ def test_default_recipe_is_unchanged(model, expected):
     ({}, "tutorial and default"),
 ])
 def test_a_model_without_a_recipe_is_refused_when_it_registers(monkeypatch, given, missing):
-    monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     first = missing.split()[0]
     with pytest.raises(UserError, match=f"model 'half-done' .* without its {missing} recipe: pass {first}="):
         register("half-done", published="x", **given)(type("HalfDone", (ClassifierModule,), {}))

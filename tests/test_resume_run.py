@@ -19,7 +19,7 @@ from test_reliability import assert_one_paragraph
 from test_stopping import SignalAt
 
 from cifar10.fit import main
-from cifar10.models.base import lr_factor
+from cifar10.schedules import lr_factor
 from cifar10.runs.lock import LOCK_NAME
 
 

@@ -11,8 +11,9 @@ from test_resume import InterruptAt, tiny_fit_args
 
 from cifar10.fit import main
 from cifar10.models import create_model
-from cifar10.models.base import augmented_logits, build_optimizer
 from cifar10.models.speedrun import LOOKAHEAD_DECAY, Lookahead, lookahead_decay
+from cifar10.optimizers import build_optimizer
+from cifar10.tta import augmented_logits
 
 
 def hparams(**overrides) -> SimpleNamespace:

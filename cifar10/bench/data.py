@@ -23,7 +23,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from cifar10.data import AUGMENT_PRESETS, CIFAR10DataModule, Normalize, augment
+from cifar10.data import CIFAR10DataModule
+from cifar10.data.augment import AUGMENT_PRESETS, augment
+from cifar10.data.normalization import Normalize
 
 DEFAULT_WORKERS = 2  # this project's reference box has 2 cores
 

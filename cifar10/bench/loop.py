@@ -35,9 +35,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from cifar10 import fit
-from cifar10.data import CIFAR10DataModule, augment
+from cifar10.data import CIFAR10DataModule
+from cifar10.data.augment import augment
 from cifar10.models import model_names
-from cifar10.models.base import ClassifierModule, build_optimizer
+from cifar10.models.base import ClassifierModule
+from cifar10.optimizers import build_optimizer
 from cifar10.settings import Settings, check_accelerator, resolved
 
 OVERHEAD_BATCH, OVERHEAD_BATCHES = 4, 2000

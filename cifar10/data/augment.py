@@ -1,4 +1,4 @@
-"""Batched pixel transforms: augmentation presets and normalisation, on the training device.
+"""Batched pixel transforms: the augmentation presets, on the training device.
 
 Every image gets its own random parameters, drawn from an explicit torch.Generator on the batch's
 device; the result is uint8 of the same shape. Geometry is resampled once (nearest neighbour, zero
@@ -6,52 +6,104 @@ fill, as torchvision's defaults) and the colour jitter is one per-image 3x3 colo
 """
 
 import math
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from cifar10.errors import UserError
-
-AUGMENT_PRESETS = ("none", "flip", "crop-flip", "shift-altflip", "flip-rotate", "heavy")
-ALTERNATING_FLIP = ("shift-altflip",)  # presets whose data module serves a pre-flipped training set
-NORMALIZE_PRESETS = ("half", "dataset")
+from cifar10.errors import look_up
 
 
-def check_augment(preset: str) -> str:
-    if preset not in AUGMENT_PRESETS:
-        raise UserError(f"Unknown augmentation preset {preset!r}. Valid presets: {', '.join(AUGMENT_PRESETS)}.")
-    return preset
+class AugmentPreset:
+    """What a preset does to training images: `prepare` once to the training set, `apply` to each batch.
+
+    The data module calls both with generators it seeds (cifar10.seeds), so their draws, and a resumed
+    run's, are the same on every rank; it draws nothing for a preset that does not `augments`.
+    """
+
+    augments = True  # False: batches pass unchanged, so no generator is seeded for them
+
+    def prepare(self, train_images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The images training batches come from (the training set itself unless the preset says otherwise)."""
+        return train_images
+
+    def apply(self, images: torch.Tensor, generator: torch.Generator, epoch: int) -> torch.Tensor:
+        """uint8 images (B, 3, H, W) of training epoch `epoch`, augmented: uint8 (B, 3, H, W)."""
+        raise NotImplementedError
 
 
-def check_normalize(preset: str) -> str:
-    if preset not in NORMALIZE_PRESETS:
-        raise UserError(f"Unknown normalisation preset {preset!r}. Valid presets: {', '.join(NORMALIZE_PRESETS)}.")
-    return preset
+class NoAugmentation(AugmentPreset):
+    augments = False
+
+    def apply(self, images: torch.Tensor, generator: torch.Generator, epoch: int) -> torch.Tensor:
+        return images
+
+
+class Flip(AugmentPreset):
+    """Mirror each image left-right with probability 1/2."""
+
+    def apply(self, images: torch.Tensor, generator: torch.Generator, epoch: int) -> torch.Tensor:
+        return random_flip(images, generator)
+
+
+class CropFlip(AugmentPreset):
+    """Random 32x32 crop of the zero-padded (4 pixels) image, and a random mirror."""
+
+    def apply(self, images: torch.Tensor, generator: torch.Generator, epoch: int) -> torch.Tensor:
+        return random_crop_flip(images, generator, padding=4)
+
+
+class ShiftAltFlip(AugmentPreset):
+    """airbench's: shift by up to 2 pixels with reflect padding, and mirror every image on odd epochs.
+
+    A seeded random half of the training set is mirrored once beforehand (`prepare`), so each image is
+    seen both ways, alternately, rather than a random way each epoch.
+    """
+
+    def prepare(self, train_images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return random_flip(train_images, generator)
+
+    def apply(self, images: torch.Tensor, generator: torch.Generator, epoch: int) -> torch.Tensor:
+        return random_crop_flip(images, generator, padding=2, reflect=True, mirror=epoch % 2 == 1)
+
+
+class FlipRotate(AugmentPreset):
+    """A random mirror and a rotation of up to 10 degrees (nearest neighbour, zero fill)."""
+
+    def apply(self, images: torch.Tensor, generator: torch.Generator, epoch: int) -> torch.Tensor:
+        warped = warp(images, random_geometry(len(images), generator, degrees=10))
+        return warped.to(torch.int32).to(torch.uint8)  # nearest sampling: already whole numbers in 0..255
+
+
+class Heavy(AugmentPreset):
+    """A random mirror, rotation (10 degrees), x-shear (10 degrees) and scale (0.8-1.2), then colour jitter
+    (brightness, contrast and saturation, 0.2 each)."""
+
+    def apply(self, images: torch.Tensor, generator: torch.Generator, epoch: int) -> torch.Tensor:
+        warped = warp(images, random_geometry(len(images), generator, degrees=10, shear=10, scale=(0.8, 1.2)))
+        return to_uint8(color_jitter(warped, generator, strength=0.2))
+
+
+AUGMENT_PRESETS: dict[str, AugmentPreset] = {
+    "none": NoAugmentation(), "flip": Flip(), "crop-flip": CropFlip(), "shift-altflip": ShiftAltFlip(),
+    "flip-rotate": FlipRotate(), "heavy": Heavy(),
+}
+
+
+def augment_preset(name: str) -> AugmentPreset:
+    """The preset called `name`; a UserError naming the presets for an unknown one."""
+    return look_up(AUGMENT_PRESETS, name, "augmentation preset")
 
 
 def augment(images: torch.Tensor, preset: str, generator: torch.Generator, epoch: int = 0) -> torch.Tensor:
-    """Apply `preset` to uint8 images (B, 3, H, W) of training epoch `epoch`; returns uint8 (B, 3, H, W).
+    """Apply preset `preset` to uint8 images (B, 3, H, W) of training epoch `epoch`; returns uint8 (B, 3, H, W).
 
-    shift-altflip (airbench's): shift by up to 2 pixels with reflect padding, and mirror every image
-    on odd epochs. Its data module pre-flips a random half of the training set once, so each image is
-    seen both ways, alternately, rather than a random way each epoch.
+    The batch only: a preset's preparation of the training set (shift-altflip's pre-flip) is the data
+    module's to run, once (AugmentPreset.prepare).
     """
-    check_augment(preset)
-    if preset == "none" or len(images) == 0:
+    chosen = augment_preset(preset)
+    if len(images) == 0:
         return images
-    if preset == "flip":
-        return random_flip(images, generator)
-    if preset == "crop-flip":
-        return random_crop_flip(images, generator, padding=4)
-    if preset == "shift-altflip":
-        return random_crop_flip(images, generator, padding=2, reflect=True, mirror=epoch % 2 == 1)
-    if preset == "flip-rotate":
-        warped = warp(images, random_geometry(len(images), generator, degrees=10))
-        return warped.to(torch.int32).to(torch.uint8)  # nearest sampling: already whole numbers in 0..255
-    warped = warp(images, random_geometry(len(images), generator, degrees=10, shear=10, scale=(0.8, 1.2)))
-    return to_uint8(color_jitter(warped, generator, strength=0.2))
+    return chosen.apply(images, generator, epoch)
 
 
 def uniform(n: int, generator: torch.Generator, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
@@ -166,55 +218,3 @@ def color_jitter(x: torch.Tensor, generator: torch.Generator, strength: float) -
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """Round float pixels to uint8, clamped to 0..255 (via int32: faster than float -> uint8 on CPU)."""
     return x.add_(0.5).clamp_(0, 255).to(torch.int32).to(torch.uint8)
-
-
-class Normalize(nn.Module):
-    """Pixels -> the network's input, (x/255 - mean)/std per channel, with mean and std in 0..1 units.
-
-    Takes uint8 images (..., 3, H, W) as the data module and predict give them, or float pixels in [0, 1]
-    (an exported model's input). Its buffers are not saved: a model keeps mean and std in its hyper-parameters.
-    """
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        super().__init__()
-        mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-        std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-        self.register_buffer("scale", 1 / (255 * std_t), persistent=False)
-        self.register_buffer("shift", mean_t / std_t, persistent=False)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if images.dtype == torch.uint8:
-            return images.float().mul_(self.scale).sub_(self.shift)
-        return images.float() * (255 * self.scale) - self.shift
-
-
-def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 images (..., 3, H, W) -> float32 (x/255 - mean)/std, with mean and std in 0..1 pixel units
-    (a model's Normalize, as a function)."""
-    return Normalize(mean, std).to(images.device)(images)
-
-
-def denormalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """normalize undone: float images (..., 3, H, W) back to pixels in [0, 1] (clamped)."""
-    mean_t = torch.tensor(mean, dtype=x.dtype, device=x.device).view(3, 1, 1)
-    std_t = torch.tensor(std, dtype=x.dtype, device=x.device).view(3, 1, 1)
-    return (x * std_t + mean_t).clamp(0, 1)
-
-
-def channel_stats(images: torch.Tensor, chunk: int = 1024) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and (population) std of uint8 images (N, 3, H, W), in 0..1 units.
-
-    Chunked, so no float copy of the whole set. Pixels are centred on 128 (exact in float32) so the
-    per-row sums of squares, done as matrix products (fast on CPU), stay accurate.
-    """
-    total = torch.zeros(3, dtype=torch.float64, device=images.device)
-    squares = torch.zeros_like(total)
-    for part in images.split(chunk):
-        rows = part.flatten(2).flatten(0, 1).float().sub_(128)  # (n*3, H*W)
-        ones = torch.ones(rows.shape[1], 1, device=images.device)
-        total += (rows @ ones).view(-1, 3).sum(0, dtype=torch.float64)
-        squares += torch.bmm(rows.unsqueeze(1), rows.unsqueeze(2)).view(-1, 3).sum(0, dtype=torch.float64)
-    count = images.numel() // 3
-    centred_mean = total / count
-    std = (squares / count - centred_mean**2).clamp_min(0).sqrt()
-    return tuple(((centred_mean + 128) / 255).tolist()), tuple((std / 255).tolist())

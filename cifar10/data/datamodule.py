@@ -4,8 +4,6 @@ Batches stay uint8: the model normalises its own input (ClassifierModule.normali
 statistics this module computes (`mean`, `std`) saved in its hyper-parameters.
 """
 
-import hashlib
-import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -15,23 +13,13 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
-from cifar10.data.augment import ALTERNATING_FLIP, augment, channel_stats, check_augment, check_normalize, random_flip
+from cifar10.data.augment import augment_preset
 from cifar10.data.batches import read_class_names, read_split
 from cifar10.data.download import OFFICIAL_MD5, OFFICIAL_URL, ensure_extracted
+from cifar10.data.normalization import HALF, normalization_stats
 from cifar10.errors import UserError
 from cifar10.lightning_internals import batches_done, uses_distributed_sampler
-
-SAMPLER_STREAM, AUGMENT_STREAM, GLOBAL_STREAM, PREFLIP_STREAM = 0, 1, 2, 3  # GLOBAL: torch's RNG (dropout)
-
-
-def stream_seed(seed: int, epoch: int, stream: int, rank: int = 0, batch: int | None = None) -> int:
-    """A well-mixed 63-bit seed for one (seed, epoch, stream, rank[, batch]): a BLAKE2b hash of them.
-
-    Drawn twice per training step, so it must be cheap: about 2 us, against 55 us for numpy's SeedSequence.
-    """
-    numbers = (seed % 2**64, epoch, stream, rank, -1 if batch is None else batch)
-    digest = hashlib.blake2b(struct.pack("<Qqqqq", *numbers), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
+from cifar10.seeds import AUGMENT_STREAM, PREFLIP_STREAM, SAMPLER_STREAM, stream_seed
 
 
 class NumberedIndices(NamedTuple):
@@ -177,8 +165,9 @@ def check_val_size(val_size: int | float, n_train: int) -> None:
 class CIFAR10DataModule(L.LightningDataModule):
     """CIFAR-10 as uint8 tensors: download, read, split, batch; augment after transfer.
 
-    `normalize` chooses the channel statistics the model is given: 'dataset' (of the training split) or
-    'half' (0.5, 0.5).
+    `augment` names the preset (cifar10.data.augment.AUGMENT_PRESETS) that prepares the training set and
+    augments its batches; `normalize` the channel statistics the model is given
+    (cifar10.data.normalization.NORMALIZE_PRESETS: 'dataset', of the training split, or 'half', 0.5 and 0.5).
     """
 
     def __init__(self, data_dir: str | Path = "data", batch_size: int = 256, val_size: int | float = 5000,
@@ -196,10 +185,10 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.val_size, self.seed, self.on_device = val_size, seed, on_device
         self.url, self.md5 = url or OFFICIAL_URL, md5 or OFFICIAL_MD5
-        self.augment, self.normalize = check_augment(augment), check_normalize(normalize)
+        self.augment, self.normalize = augment, normalize
+        self.preset, self.normalization = augment_preset(augment), normalization_stats(normalize)
         self.class_names: list[str] = []
-        self.mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-        self.std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+        self.mean, self.std = HALF  # until the training split is read
         self.train_images = self.train_labels = self.val_images = self.val_labels = None
         self.test_images = self.test_labels = None
         self._generator: torch.Generator | None = None
@@ -231,8 +220,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         else:
             self.train_images, self.train_labels = images, labels
             rank_zero_info("val_size=0: training on all training images; validation runs on the test split.")
-        if self.normalize == "dataset":
-            self.mean, self.std = channel_stats(self.train_images)
+        self.mean, self.std = self.normalization(self.train_images)
 
     def _target_device(self) -> torch.device:
         trainer = self.trainer
@@ -267,12 +255,10 @@ class CIFAR10DataModule(L.LightningDataModule):
                             numbered=True)
 
     def training_images(self) -> torch.Tensor:
-        """The images training batches come from: for an alternating-flip preset, a seeded random half
-        of them mirrored once (the same half on every rank and after a resume)."""
-        if self.augment not in ALTERNATING_FLIP:
-            return self.train_images
+        """The images training batches come from, as the preset prepares them (shift-altflip: a seeded random
+        half mirrored once), from a generator seeded the same on every rank and after a resume."""
         generator = torch.Generator(self.train_images.device)
-        return random_flip(self.train_images, generator.manual_seed(stream_seed(self.seed, 0, PREFLIP_STREAM)))
+        return self.preset.prepare(self.train_images, generator.manual_seed(stream_seed(self.seed, 0, PREFLIP_STREAM)))
 
     def _batches_done(self, epoch: int) -> int:
         """Batches of `epoch` trained before the checkpoint this run resumed from (once; else 0)."""
@@ -323,7 +309,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         if isinstance(batch, torch.Tensor) or len(batch) == 2:  # example_input_array (ModelSummary); evaluation
             return batch
         images, labels, number = batch
-        if self.augment != "none":
-            epoch = self.trainer.current_epoch
-            images = augment(images, self.augment, self.augment_generator(images.device, number), epoch)
+        if self.preset.augments and len(images):
+            generator = self.augment_generator(images.device, number)
+            images = self.preset.apply(images, generator, self.trainer.current_epoch)
         return images, labels

@@ -1,7 +1,10 @@
-"""ClassifierModule: the training, evaluation and optimisation logic every architecture shares."""
+"""ClassifierModule: the training and evaluation logic every architecture shares.
 
-import math
-from collections.abc import Callable, Sequence
+Its optimizer and schedule come from cifar10.optimizers (and cifar10.schedules), its test-time
+augmentation from cifar10.tta, its input normalisation from cifar10.data.normalization.
+"""
+
+from collections.abc import Sequence
 
 import lightning as L
 import torch
@@ -9,14 +12,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from cifar10.data import CLASSES, Normalize
+from cifar10.data import CLASSES
+from cifar10.data.normalization import Normalize
 from cifar10.errors import UserError
 from cifar10.lightning_internals import HOOK_NAME_ATTR
+from cifar10.optimizers import OPTIMIZERS, apply_hyperparameters, build_optimizer
 from cifar10.recipes import Recipe
+from cifar10.schedules import SCHEDULES
+from cifar10.tta import TTA_MODES, augmented_logits
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "muon")  # muon: only models that define its groups (speedrun-muon)
-SCHEDULES = ("onecycle", "triangle", "cosine", "linear", "none")
-TTA_MODES = ("none", "flip", "flip-shift")
 # 2: the learning-rate schedule is a LambdaLR (1: OneCycleLR or CosineAnnealingLR, whose saved state a
 # LambdaLR cannot load: format-1 checkpoints are read by evaluate, predict and export, but not resumed)
 CHECKPOINT_FORMAT = 2
@@ -206,128 +210,3 @@ class ClassifierModule(L.LightningModule):
         configs = self.trainer.lr_scheduler_configs
         apply_hyperparameters(self.trainer.optimizers[0], configs[0].scheduler if configs else None,
                               self.configure_optimizers(), self.trainer.global_step)
-
-def augmented_logits(model: Callable[[Tensor], Tensor], images: Tensor, tta: str = "none") -> Tensor:
-    """Logits of normalised images (`model`: e.g. ClassifierModule.classify), averaged over test-time
-    augmentations.
-
-    flip: the image and its mirror. flip-shift: half that, half the same for the image shifted one
-    pixel up-left and one down-right (reflect padding), as airbench evaluates. Averaged in float32: bf16
-    logits (autocast) keep 8 bits of mantissa, so their mean would flip near-ties.
-    """
-    def logits(x: Tensor) -> Tensor:
-        return model(x).float()
-
-    def mirrored(x: Tensor) -> Tensor:
-        return (logits(x) + logits(x.flip(-1))) / 2
-
-    if tta == "none":
-        return model(images)
-    if tta == "flip":
-        return mirrored(images)
-    h, w = images.shape[-2:]
-    padded = F.pad(images, (1, 1, 1, 1), mode="reflect")
-    shifted = (mirrored(padded[..., :h, :w]) + mirrored(padded[..., 2:, 2:])) / 2
-    return (mirrored(images) + shifted) / 2
-
-
-def cosine_between(start: float, end: float, share: float) -> float:
-    return end + (start - end) * (1 + math.cos(math.pi * share)) / 2
-
-
-def linear_between(start: float, end: float, share: float) -> float:
-    return start + (end - start) * share
-
-
-# name: (share of the run spent rising, start and end as multiples of the peak, the curve of both phases)
-ONE_CYCLES = {
-    "onecycle": (0.3, 1 / 25, 1 / 25e4, cosine_between),  # OneCycleLR's defaults
-    "triangle": (0.23, 0.2, 0.07, linear_between),  # airbench's
-}
-
-
-def lr_factor(schedule: str, total_steps: int) -> Callable[[int], float]:
-    """The learning rate after `step` optimizer steps, as a multiple of the peak, for a run of total_steps.
-
-    onecycle: cosine from 1/25 up to the peak at 30% of the run, then cosine down to 1/25e4 (the shape of
-    PyTorch's OneCycleLR). triangle (airbench's): linear from 0.2 up to the peak at 23%, then linear down
-    to 0.07. cosine: from the peak down to 0. linear (airbench94_muon's): straight from the peak down to 0.
-    Steps past the end keep the last value.
-    """
-    if schedule in ("cosine", "linear"):
-        curve = cosine_between if schedule == "cosine" else linear_between
-        return lambda step: curve(1.0, 0.0, min(step, total_steps) / total_steps)
-    rise, start, end, curve = ONE_CYCLES[schedule]
-    top = rise * total_steps - 1  # the peak's step, as OneCycleLR places it
-
-    def factor(step: int) -> float:
-        if 0 < top and step <= top:
-            return curve(start, 1.0, step / top)
-        return curve(1.0, end, min(1.0, (step - top) / (total_steps - 1 - top)))
-
-    return factor
-
-
-def parameter_groups(net: nn.Module, bias_lr_scale: float, lr: float, weight_decay: float) -> list[dict]:
-    """Trainable parameters in optimizer groups: BatchNorm biases apart when their lr is scaled.
-
-    Their weight decay is divided by the same factor, so the decay each step stays lr x weight_decay.
-    """
-    params = [p for p in net.parameters() if p.requires_grad]
-    if bias_lr_scale == 1.0:
-        return [{"params": params}]
-    norm_biases = {id(m.bias) for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
-    biases = [p for p in params if id(p) in norm_biases]
-    return [{"params": [p for p in params if id(p) not in norm_biases]},
-            {"params": biases, "lr": lr * bias_lr_scale, "weight_decay": weight_decay / bias_lr_scale}]
-
-
-def build_optimizer(hp, net: nn.Module, total_steps: float):
-    """The optimizer the hyper-parameters name, with their schedule stepped per batch over total_steps.
-
-    Returns what configure_optimizers returns (an optimizer, or a dict with the scheduler); the plain
-    PyTorch loop of `cifar10.bench loop` builds the very same from it. Parameters with requires_grad
-    False at this point (frozen ones) are left out; ones frozen later keep their place but get no step.
-    The schedule is a LambdaLR whose function (not saved in checkpoints) knows the run's length, so a run
-    resumed with more epochs follows the schedule of its new length from the step it stopped at.
-    """
-    if hp.optimizer == "muon":
-        raise UserError("the muon optimizer needs a model that says which of its weights Muon trains and which "
-                        "SGD does (speedrun-muon); for this model choose sgd, adam or adamw.")
-    groups = parameter_groups(net, hp.bias_lr_scale, hp.lr, hp.weight_decay)
-    if hp.optimizer == "sgd":
-        opt = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov,
-                              weight_decay=hp.weight_decay)
-    else:
-        make = torch.optim.Adam if hp.optimizer == "adam" else torch.optim.AdamW
-        opt = make(groups, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
-    if hp.schedule == "none":
-        return opt
-    if total_steps == float("inf"):
-        raise UserError(f"the {hp.schedule} schedule needs a finite run: set max_epochs or max_steps.")
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(hp.schedule, int(total_steps)))
-    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-
-
-def apply_hyperparameters(opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR | None,
-                          built: torch.optim.Optimizer | dict, step: int) -> None:
-    """Give the optimizer and schedule in training the hyper-parameters of `built` (what configure_optimizers
-    returns for the same parameters), at optimizer step `step`.
-
-    Each parameter group takes the built group's values (learning rate, weight decay, momentum, betas,
-    whatever that model's groups hold), the LambdaLR the built one's base_lrs (the peak values) and `step`
-    as its step count (last_epoch), and each group's rate is base_lr x its lambda at `step`, LambdaLR.get_lr's
-    own expression, so its next step continues the schedule of these settings and a fresh fit gets the very
-    same floats (torch.optim docs: LRScheduler, LambdaLR). The state (momentum buffers, moments) is kept.
-    """
-    fresh_opt, fresh_sched = ((built["optimizer"], built["lr_scheduler"]["scheduler"]) if isinstance(built, dict)
-                              else (built, None))
-    for group, fresh in zip(opt.param_groups, fresh_opt.param_groups):
-        group.update({key: value for key, value in fresh.items() if key != "params"})
-    if sched is None or fresh_sched is None:  # no schedule: the rates as built
-        return
-    sched.base_lrs = list(fresh_sched.base_lrs)
-    sched.last_epoch = step
-    for group, base, factor in zip(opt.param_groups, sched.base_lrs, sched.lr_lambdas):
-        group["lr"] = base * factor(step)

@@ -9,8 +9,8 @@ Dropout2d after the second block only; dropout 0.1 before the first and the last
 
 from torch import nn
 
-from cifar10.models import register
 from cifar10.models.base import ClassifierModule
+from cifar10.models.registry import register
 from cifar10.recipes import Recipe, ours
 
 

@@ -10,8 +10,8 @@ normalisation hardly depend on the input (std across images ~2e-4 versus ~0.5), 
 
 from torch import nn
 
-from cifar10.models import register
 from cifar10.models.base import ClassifierModule
+from cifar10.models.registry import register
 from cifar10.recipes import Recipe, ours
 
 

@@ -8,8 +8,8 @@ momentum 0.9, wd 1e-4, batch 256, crop-flip). Inferred: 3x3 padding-1 convs (32 
 
 from torch import nn
 
-from cifar10.models import register
 from cifar10.models.base import ClassifierModule
+from cifar10.models.registry import register
 from cifar10.recipes import Recipe, ours
 
 

@@ -7,13 +7,10 @@ Inferred: the dropout 0.5 sits between the two linears (after fc1's ReLU), where
 
 from torch import nn
 
-from cifar10.models import register
 from cifar10.models.base import ClassifierModule
+from cifar10.models.layers import conv_relu_pool
+from cifar10.models.registry import register
 from cifar10.recipes import Recipe, ours
-
-
-def conv_relu_pool(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2))
 
 
 @register("lenet", order=40,

@@ -6,8 +6,8 @@ As the CIFAR-10 tutorial that publishes it gives it: flatten, 3072-512-512-10 wi
 
 from torch import nn
 
-from cifar10.models import register
 from cifar10.models.base import ClassifierModule
+from cifar10.models.registry import register
 from cifar10.recipes import Recipe, ours
 
 

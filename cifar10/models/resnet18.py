@@ -8,8 +8,8 @@ changes. 11,173,962 parameters.
 
 from torch import Tensor, nn
 
-from cifar10.models import register
 from cifar10.models.base import ClassifierModule
+from cifar10.models.registry import register
 from cifar10.recipes import Recipe, ours
 
 

@@ -7,8 +7,8 @@ batch 256). Inferred: the single pool comes after the last conv, so 128 x 16 x 1
 
 from torch import nn
 
-from cifar10.models import register
 from cifar10.models.base import ClassifierModule
+from cifar10.models.registry import register
 from cifar10.recipes import Recipe, ours
 
 

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cifar10.models import register
 from cifar10.models.base import ClassifierModule
+from cifar10.models.registry import register
 from cifar10.recipes import Recipe
 
 WIDTHS = (64, 256, 256)

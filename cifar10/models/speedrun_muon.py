@@ -18,11 +18,11 @@ rate) keeps the same decay per step. Muon's step does not depend on the gradient
 import torch
 from torch import nn
 
-from cifar10.models import register
-from cifar10.models.base import lr_factor
+from cifar10.models.registry import register
 from cifar10.models.speedrun import WHITEN_BIAS_EPOCHS, WIDTHS, Scale, Speedrun
 from cifar10.muon import MuonSGD
 from cifar10.recipes import Recipe
+from cifar10.schedules import lr_factor
 
 BATCH = 2000
 MUON_LR, MUON_MOMENTUM = 0.24, 0.6
@@ -77,7 +77,7 @@ class SpeedrunMuon(Speedrun):
         total = int(self.trainer.estimated_stepping_batches)
         whiten_steps = max(1, round(total * WHITEN_BIAS_EPOCHS / self.trainer.max_epochs))
         opt = MuonSGD(self.parameter_groups(), lr=self.hparams.lr, momentum=SGD_MOMENTUM, nesterov=True)
-        run = (lambda step: 1.0) if self.hparams.schedule == "none" else lr_factor(self.hparams.schedule, total)
+        run = lr_factor(self.hparams.schedule, total)  # none: 1.0 throughout
         whiten = lr_factor("linear", whiten_steps)  # airbench94_muon's: to 0 over the first 3 epochs
         sched = torch.optim.lr_scheduler.LambdaLR(opt, [whiten, run, run, run])
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

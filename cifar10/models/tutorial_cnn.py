@@ -8,9 +8,9 @@ dropout 0.25 before each linear and ReLU after the first.
 
 from torch import nn
 
-from cifar10.models import register
 from cifar10.models.base import ClassifierModule
-from cifar10.models.lenet import conv_relu_pool
+from cifar10.models.layers import conv_relu_pool
+from cifar10.models.registry import register
 from cifar10.recipes import Recipe, ours
 
 
