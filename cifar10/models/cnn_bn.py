@@ -1,6 +1,6 @@
 """CNN with batch norm: three two-conv blocks, BN after the first conv of each, a three-layer head.
 
-As the CIFAR-10 tutorial that publishes it gives it: blocks 32-64, 128-128, 256-256 with BN after the first conv of each,
+As the CIFAR-10 tutorial it comes from gives it: blocks 32-64, 128-128, 256-256 with BN after the first conv of each,
 Dropout2d 0.05; linear 4096-1024-512-10 with dropout 0.1; 85.1% after 50 epochs (Adam, crop-flip,
 dataset normalisation). Inferred, as in the widely copied PyTorch version of this net: 3x3 padding-1
 convs, each block conv-BN-ReLU, conv-ReLU, max-pool 2 (32 -> 16 -> 8 -> 4, so 256 x 4 x 4 = 4096);

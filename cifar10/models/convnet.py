@@ -1,6 +1,6 @@
 """ConvNet: five convs (8, 32, 64, 128, 256 channels), two max-pools, Dropout2d 0.5, a four-layer head.
 
-As the CIFAR-10 tutorial that publishes it gives it: linear 16384-256-128-64-10; 68.0% (Adam 3e-4,
+As the CIFAR-10 tutorial it comes from gives it: linear 16384-256-128-64-10; 68.0% (Adam 3e-4,
 betas (0.9, 0.995), wd 5e-4, batch 1024). Inferred: 3x3 padding-1 convs with ReLU, a 2x2 pool after the second and the
 fourth conv (32 -> 16 -> 8, so 256 x 8 x 8 = 16384 features), Dropout2d after the last conv,
 ReLU between the linears.

@@ -1,7 +1,7 @@
 """Deep CNN: three VGG-style blocks with batch norm and growing dropout, then a three-layer head.
 
-As the CIFAR-10 tutorial that publishes it gives it: each block is (conv-ReLU-BN) x 2, max-pool 2, Dropout2d 0.2 / 0.3 / 0.4,
-widths 32-64, 128-128, 256-256; linear 4096-1024-512-10; 91.2% after 100 epochs (SGD lr 0.1,
+As the CIFAR-10 tutorial it comes from gives it: each block is (conv-ReLU-BN) x 2, max-pool 2,
+Dropout2d 0.2 / 0.3 / 0.4, widths 32-64, 128-128, 256-256; linear 4096-1024-512-10; 91.2% after 100 epochs (SGD lr 0.1,
 momentum 0.9, wd 1e-4, batch 256, crop-flip). Inferred: 3x3 padding-1 convs (32 -> 16 -> 8 -> 4, so
 256 x 4 x 4 = 4096 features) and ReLU between the linears, no dropout in the head.
 """

@@ -11,7 +11,8 @@ training images when the trainer's data module offers them (`train_images`);
 otherwise the patch conv keeps its random start, which still trains (tests do this).
 
 Training tricks of airbench94 that belong to the model: the patch conv's bias trains for the first 3
-epochs only (its gradient is dropped before later steps, see on_before_optimizer_step), and every 5 steps the weights move to a lookahead average of themselves (see Lookahead).
+epochs only (its gradient is dropped before later steps, see on_before_optimizer_step), and every 5 steps
+the weights move to a lookahead average of themselves (see Lookahead).
 The recipe gives the rest: triangle schedule, BN-bias lr x64, shift-altflip, flip-shift TTA.
 """
 
