@@ -12,7 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from cifar10.data import CLASSES, Normalize
 from cifar10.errors import UserError
 from cifar10.lightning_internals import HOOK_NAME_ATTR
-from cifar10.recipes import Recipe
+from cifar10.settings import ModelSettings
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "muon")  # muon: only models that define its groups (speedrun-muon)
 SCHEDULES = ("onecycle", "triangle", "cosine", "linear", "none")
@@ -21,7 +21,7 @@ TTA_MODES = ("none", "flip", "flip-shift")
 # LambdaLR cannot load: format-1 checkpoints are read by evaluate, predict and export, but not resumed)
 CHECKPOINT_FORMAT = 2
 MAX_MISCLASSIFIED = 36  # test images kept for the misclassified grid
-PLAIN = Recipe()
+DATA_HPARAMS = ("mean", "std", "class_names")  # the hyper-parameters the data gives, beside the settings'
 
 
 class Misclassified:
@@ -59,45 +59,31 @@ class ClassifierModule(L.LightningModule):
 
     model_name: str = ""  # set by @register
 
-    def __init__(
-        self,
-        *,
-        optimizer: str = PLAIN.optimizer,  # the defaults are a plain Recipe's: one place for them
-        lr: float = PLAIN.lr,
-        momentum: float = PLAIN.momentum,
-        nesterov: bool = PLAIN.nesterov,
-        weight_decay: float = PLAIN.weight_decay,
-        betas: Sequence[float] = PLAIN.betas,
-        schedule: str = PLAIN.schedule,
-        label_smoothing: float = PLAIN.label_smoothing,
-        bias_lr_scale: float = PLAIN.bias_lr_scale,
-        tta: str = PLAIN.tta,
-        mean: Sequence[float] = (0.5, 0.5, 0.5),
-        std: Sequence[float] = (0.5, 0.5, 0.5),
-        class_names: Sequence[str] = CLASSES,
-        channels_last: bool = False,
-    ) -> None:
+    def __init__(self, settings: ModelSettings | None = None, mean: Sequence[float] = (0.5, 0.5, 0.5),
+                 std: Sequence[float] = (0.5, 0.5, 0.5), class_names: Sequence[str] = CLASSES) -> None:
+        """settings: the model section (default: every field's default); mean, std, class_names: the data's."""
         super().__init__()
-        if optimizer not in OPTIMIZERS:
-            raise UserError(f"unknown optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}.")
-        if schedule not in SCHEDULES:
-            raise UserError(f"unknown schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}.")
-        if tta not in TTA_MODES:
-            raise UserError(f"unknown test-time augmentation {tta!r}: choose one of {', '.join(TTA_MODES)}.")
+        s = settings or ModelSettings()
+        if s.optimizer not in OPTIMIZERS:
+            raise UserError(f"unknown optimizer {s.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}.")
+        if s.schedule not in SCHEDULES:
+            raise UserError(f"unknown schedule {s.schedule!r}: choose one of {', '.join(SCHEDULES)}.")
+        if s.tta not in TTA_MODES:
+            raise UserError(f"unknown test-time augmentation {s.tta!r}: choose one of {', '.join(TTA_MODES)}.")
         # Plain lists of floats/str only: torch.load(weights_only=True) and yaml.safe_load read them back.
         self.save_hyperparameters({
             "model": self.model_name,
-            "optimizer": optimizer, "lr": float(lr), "momentum": float(momentum), "nesterov": bool(nesterov),
-            "weight_decay": float(weight_decay), "betas": [float(b) for b in betas],
-            "schedule": schedule, "label_smoothing": float(label_smoothing),
-            "bias_lr_scale": float(bias_lr_scale), "tta": tta,
-            "mean": [float(m) for m in mean], "std": [float(s) for s in std],
-            "class_names": [str(c) for c in class_names], "channels_last": bool(channels_last),
+            "optimizer": s.optimizer, "lr": float(s.lr), "momentum": float(s.momentum), "nesterov": bool(s.nesterov),
+            "weight_decay": float(s.weight_decay), "betas": [float(b) for b in s.betas],
+            "schedule": s.schedule, "label_smoothing": float(s.label_smoothing),
+            "bias_lr_scale": float(s.bias_lr_scale), "tta": s.tta,
+            "mean": [float(m) for m in mean], "std": [float(v) for v in std],
+            "class_names": [str(c) for c in class_names], "channels_last": bool(s.channels_last),
         }, logger=False)  # the loggers get the settings view instead (cifar10.fit)
         self.example_input_array = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
         self.normalize = Normalize(mean, std)
         self.net = self.build_net()
-        if channels_last:
+        if s.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         n = len(class_names)  # "micro": the share of images classified right, not a mean over classes
         self.train_sums: Tensor | None = None  # loss x images, images right, images of the epoch so far
@@ -108,6 +94,12 @@ class ClassifierModule(L.LightningModule):
         self.test_confusion = MulticlassConfusionMatrix(num_classes=n, **checked)
         self.test_results: dict = {}
         self.test_misclassified = Misclassified()
+
+    @property
+    def settings(self) -> ModelSettings:
+        """The model section, from the saved hyper-parameters (the one record of them, which evaluate's --tta
+        changes too)."""
+        return ModelSettings.from_hparams(self.hparams)
 
     def build_net(self) -> nn.Module:
         raise NotImplementedError("each architecture defines its layers in build_net")
@@ -194,7 +186,7 @@ class ClassifierModule(L.LightningModule):
         return self(images)
 
     def configure_optimizers(self):
-        return build_optimizer(self.hparams, self.net, self.trainer.estimated_stepping_batches)
+        return build_optimizer(self.settings, self.net, self.trainer.estimated_stepping_batches)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["cifar10"] = {"model": self.model_name, "format": CHECKPOINT_FORMAT}
@@ -282,8 +274,8 @@ def parameter_groups(net: nn.Module, bias_lr_scale: float, lr: float, weight_dec
             {"params": biases, "lr": lr * bias_lr_scale, "weight_decay": weight_decay / bias_lr_scale}]
 
 
-def build_optimizer(hp, net: nn.Module, total_steps: float):
-    """The optimizer the hyper-parameters name, with their schedule stepped per batch over total_steps.
+def build_optimizer(hp: ModelSettings, net: nn.Module, total_steps: float):
+    """The optimizer the model section `hp` names, with its schedule stepped per batch over total_steps.
 
     Returns what configure_optimizers returns (an optimizer, or a dict with the scheduler); the plain
     PyTorch loop of `cifar10.bench loop` builds the very same from it. Parameters with requires_grad
