@@ -31,6 +31,7 @@ import importlib
 import math
 import os
 import sys
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from pathlib import Path
@@ -310,6 +311,17 @@ def problems(values: dict[str, Any]) -> list[str]:
         elif meta["check"] is not None and not meta["check"](value):
             found.append(f"{flag} {meta['shown'](value)} {resolved_now(meta['why'])}")
     return found
+
+
+PLAIN = {float: float, bool: bool, bool | None: bool, str: str, list[float]: lambda v: [float(x) for x in v]}
+
+
+def plain_values(section: Any) -> dict[str, Any]:
+    """A section's values as plain floats, bools, strings and lists of them, by its fields' types (a model's
+    saved hyper-parameters: what torch.load(weights_only=True) and yaml.safe_load read back); a type not
+    listed in PLAIN as it is."""
+    hints = typing.get_type_hints(type(section))
+    return {f.name: PLAIN.get(hints[f.name], lambda v: v)(getattr(section, f.name)) for f in fields(section)}
 
 
 @dataclass(frozen=True)

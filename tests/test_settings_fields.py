@@ -61,6 +61,7 @@ def test_a_new_field_is_a_flag_a_default_and_a_check(monkeypatch):
     assert vars(parser.parse_args(["--dropout", "0.25"])) == {"dropout": 0.25}
     with pytest.raises(UserError, match=r"--dropout 1\.5 must be in \[0, 1\)"):
         check_values(defaults() | {"dropout": 1.5})
+    assert settings.plain_values(WithDropout(dropout=0.25))["dropout"] == 0.25  # what a model saves
 
 
 @pytest.fixture

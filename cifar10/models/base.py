@@ -12,7 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from cifar10.data import CLASSES, Normalize
 from cifar10.errors import UserError
 from cifar10.lightning_internals import HOOK_NAME_ATTR
-from cifar10.settings import ModelSettings
+from cifar10.settings import ModelSettings, plain_values
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "muon")  # muon: only models that define its groups (speedrun-muon)
 SCHEDULES = ("onecycle", "triangle", "cosine", "linear", "none")
@@ -71,14 +71,8 @@ class ClassifierModule(L.LightningModule):
         if s.tta not in TTA_MODES:
             raise UserError(f"unknown test-time augmentation {s.tta!r}: choose one of {', '.join(TTA_MODES)}.")
         # Plain lists of floats/str only: torch.load(weights_only=True) and yaml.safe_load read them back.
-        self.save_hyperparameters({
-            "model": self.model_name,
-            "optimizer": s.optimizer, "lr": float(s.lr), "momentum": float(s.momentum), "nesterov": bool(s.nesterov),
-            "weight_decay": float(s.weight_decay), "betas": [float(b) for b in s.betas],
-            "schedule": s.schedule, "label_smoothing": float(s.label_smoothing),
-            "bias_lr_scale": float(s.bias_lr_scale), "tta": s.tta,
-            "mean": [float(m) for m in mean], "std": [float(v) for v in std],
-            "class_names": [str(c) for c in class_names], "channels_last": bool(s.channels_last),
+        self.save_hyperparameters({"model": self.model_name} | plain_values(s) | {
+            "mean": [float(m) for m in mean], "std": [float(v) for v in std], "class_names": [str(c) for c in class_names],
         }, logger=False)  # the loggers get the settings view instead (cifar10.fit)
         self.example_input_array = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
         self.normalize = Normalize(mean, std)
