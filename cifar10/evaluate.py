@@ -62,7 +62,8 @@ def test_data(args: argparse.Namespace) -> CIFAR10DataModule:
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}.")
     source = {k: v for k, v in (("url", args.data_url), ("md5", args.data_md5)) if v is not None}
-    return CIFAR10DataModule.from_keywords(data_dir=args.data_dir, eval_batch_size=args.batch_size, augment="none", **source)
+    return CIFAR10DataModule.from_keywords(data_dir=args.data_dir, eval_batch_size=args.batch_size, augment="none",
+                                           **source)
 
 
 def evaluate(model: ClassifierModule, dm: CIFAR10DataModule, accelerator: str = "auto",

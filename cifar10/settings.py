@@ -75,7 +75,7 @@ def setting(default: Any = None, *, help: str | Callable[[], str] | None = None,
     """A settings field: its default, and its flag (`--` + flag, which defaults to the field's name) with
     `help` in the --help `group`; argparse_kwargs are add_argument's (type, metavar, choices, action, nargs).
     `check(value)` False is the problem "--flag VALUE why" (`shown` writes the value). cli=False: a setting
-    without a flag (only a recipe, a config-free program or a checkpoint sets it)."""
+    without a flag (only a recipe, a program or a checkpoint sets it)."""
     metadata = {"help": help, "group": group, "flag": flag, "cli": cli, "check": check, "why": why, "shown": shown,
                 "argparse": argparse_kwargs}
     if isinstance(default, list):
@@ -240,7 +240,8 @@ class TrainerSettings:
     max_epochs: int = setting(30, group=RECIPE, type=int, metavar="N", check=lambda v: v >= 1, why="must be at least 1")
     limit_train_batches: int | float = setting(
         1.0, group="run", type=count_or_fraction, metavar="N|F",
-        check=lambda v: v >= 1 if isinstance(v, int) else 0 < v <= 1, why="must be a count >= 1 or a fraction in (0, 1]")
+        check=lambda v: v >= 1 if isinstance(v, int) else 0 < v <= 1,
+        why="must be a count >= 1 or a fraction in (0, 1]")
     deterministic: bool = setting(False, **FLAG, help="deterministic algorithms (always on with the CPU)")
     compile: bool = setting(False, **FLAG, help="torch.compile the network")
 

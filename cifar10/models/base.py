@@ -72,7 +72,8 @@ class ClassifierModule(L.LightningModule):
             raise UserError(f"unknown test-time augmentation {s.tta!r}: choose one of {', '.join(TTA_MODES)}.")
         # Plain lists of floats/str only: torch.load(weights_only=True) and yaml.safe_load read them back.
         self.save_hyperparameters({"model": self.model_name} | plain_values(s) | {
-            "mean": [float(m) for m in mean], "std": [float(v) for v in std], "class_names": [str(c) for c in class_names],
+            "mean": [float(m) for m in mean], "std": [float(v) for v in std],
+            "class_names": [str(c) for c in class_names],
         }, logger=False)  # the loggers get the settings view instead (cifar10.fit)
         self.example_input_array = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
         self.normalize = Normalize(mean, std)
