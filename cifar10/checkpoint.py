@@ -10,8 +10,9 @@ import torch
 
 from cifar10.data import CLASSES
 from cifar10.errors import UserError
-from cifar10.models import create_model, model_names
-from cifar10.models.base import ClassifierModule
+from cifar10.models import create_model, model_hparam_names, model_names
+from cifar10.models.base import CHECKPOINT_FORMAT, ClassifierModule
+from cifar10.settings import ModelSettings
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,7 @@ class Meta:
     class_names: list[str]
     mean: tuple[float, float, float]  # per channel, in 0..1 pixel units
     std: tuple[float, float, float]
-    hparams: dict[str, Any]  # as saved; create_model(model, **hparams) rebuilds the network
+    hparams: dict[str, Any]  # as saved; model_settings(...) reads the model section back from them
     precision: str = "32"  # what the run trained (and fit's own test ran) with, from its RunRecord
 
 
@@ -81,10 +82,23 @@ def recorded_precision(ckpt: dict) -> str:
     return precision if precision in ("32", "16-mixed", "bf16-mixed") else "32"
 
 
+def model_settings(ckpt: dict, meta: Meta, path: str | Path = "checkpoint") -> ModelSettings:
+    """The model section the checkpoint was trained with. A setting added since it was written takes its
+    field's default (as it trained: the setting did not exist); one this version no longer has is refused."""
+    unknown = sorted(set(meta.hparams) - {"model", *model_hparam_names(meta.model)})
+    if unknown:
+        written = ckpt["cifar10"].get("format", 1)
+        raise UserError(f"{path} (checkpoint format {written}; this version writes format {CHECKPOINT_FORMAT}) holds "
+                        f"hyper-parameters this version of cifar10 does not have: {', '.join(map(str, unknown))}. "
+                        "Use the cifar10 version that trained it.")
+    return ModelSettings.from_hparams(meta.hparams)
+
+
 def build_model(ckpt: dict, path: str | Path = "checkpoint") -> tuple[ClassifierModule, Meta]:
     """The checkpoint's model with its weights loaded (on the CPU); UserError when they do not fit it."""
     meta = checkpoint_meta(ckpt, path)
-    model = create_model(meta.model, **meta.hparams)
+    model = create_model(meta.model, model_settings(ckpt, meta, path), mean=meta.mean, std=meta.std,
+                         class_names=meta.class_names)
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError:

@@ -20,7 +20,7 @@ from cifar10.data.download import FOLDER_NAME, has_batches
 from cifar10.errors import CliParser, UserError, exits_cleanly
 from cifar10.files import atomic_write_text, writable_folder
 from cifar10.models.base import MAX_MISCLASSIFIED, ClassifierModule
-from cifar10.settings import check_accelerator, uses_cuda
+from cifar10.settings import ACCELERATORS, add_data_source_flags, check_accelerator, uses_cuda
 from cifar10.tta import TTA_MODES
 
 
@@ -43,12 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "and report.json.")
     add = parser.add_argument
     add("--ckpt", required=True, metavar="PATH", help="checkpoint written by `python -m cifar10.fit`")
-    add("--data-dir", metavar="DIR", help="where CIFAR-10 is (or gets) downloaded (default: the data folder the "
-        "checkpoint was trained on when it holds the extracted data, else data)")
-    add("--data-url", metavar="URL", help="archive URL, file:// works (default: the official one)")
-    add("--data-md5", metavar="MD5", help="md5 of the archive at --data-url")
+    add_data_source_flags(parser, data_dir="where CIFAR-10 is (or gets) downloaded (default: the data folder the "
+                          "checkpoint was trained on when it holds the extracted data, else data)")
     add("--batch-size", type=int, default=500, metavar="N", help="test images per batch (default 500)")
-    add("--accelerator", choices=("auto", "cpu", "gpu"), default="auto", help="where to run (default auto)")
+    add("--accelerator", choices=ACCELERATORS, default="auto", help="where to run (default auto)")
     add("--tta", nargs="?", const="flip", choices=TTA_MODES, metavar="MODE",
         help="test-time augmentation: flip (what a bare --tta means) averages the logits of each image and its "
         "mirror; flip-shift adds one-pixel shifts (airbench's); none. Default: the mode the checkpoint's recipe "
@@ -65,7 +63,8 @@ def test_data(args: argparse.Namespace) -> CIFAR10DataModule:
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}.")
     source = {k: v for k, v in (("url", args.data_url), ("md5", args.data_md5)) if v is not None}
-    return CIFAR10DataModule(data_dir=args.data_dir, eval_batch_size=args.batch_size, augment="none", **source)
+    return CIFAR10DataModule.from_keywords(data_dir=args.data_dir, eval_batch_size=args.batch_size, augment="none",
+                                           **source)
 
 
 def evaluate(model: ClassifierModule, dm: CIFAR10DataModule, accelerator: str = "auto",

@@ -44,13 +44,12 @@ from cifar10.stopping import FiniteLoss, NonFiniteLoss, StopOnSignal, StopReques
 
 
 def make_datamodule(s: Settings) -> CIFAR10DataModule:
-    return CIFAR10DataModule(**s.section_dict("data"))
+    return CIFAR10DataModule(s.data)
 
 
 def make_model(s: Settings, dm: CIFAR10DataModule) -> ClassifierModule:
     """The model section, with the data's channel statistics and class names (read by dm.setup)."""
-    model = create_model(s.run.model, **s.section_dict("model"), mean=tuple(dm.mean), std=tuple(dm.std),
-                         class_names=list(dm.class_names))
+    model = create_model(s.run.model, s.model, mean=tuple(dm.mean), std=tuple(dm.std), class_names=list(dm.class_names))
     if s.trainer.compile:
         model.net.compile()  # in place: checkpoint keys stay free of "_orig_mod."
         # ModelSummary's forward of this batch of 1 would be a compilation of its own (and a new shape)

@@ -454,7 +454,7 @@ def prepare_images(data_dir: str, images_dir: str, count: str | int = PNG_COUNT)
 
     from cifar10.data import CIFAR10DataModule
 
-    dm = CIFAR10DataModule(data_dir=data_dir, val_size=0, augment="none", normalize="half", on_device=False)
+    dm = CIFAR10DataModule.from_keywords(data_dir=data_dir, val_size=0, augment="none", normalize="half", on_device=False)
     dm.prepare_data()
     dm.setup("fit")  # every split: the check reports both sizes
     out = Path(images_dir)

@@ -1,5 +1,10 @@
 """A fit's settings: the flags, their layers and their typed sections.
 
+Each setting is declared once, as a field of its section's dataclass: its default, its flag's help, type,
+metavar and choices, and the check of its value (`setting(...)`). The command line's flags, the built-in
+defaults and the value checks are generated from those fields, so a new hyper-parameter is one field here
+plus the code that uses it.
+
 Layers, later ones winning: built-in defaults, the loggers' own environment variables (MLFLOW_TRACKING_URI,
 MLFLOW_EXPERIMENT_NAME, WANDB_PROJECT), the model's recipe, the settings a resumed checkpoint was trained with
 (not its paths, URL and md5: a checkpoint chooses none of them), `--config FILE.yaml`, explicit flags. A resume
@@ -14,95 +19,231 @@ names (a recipe is one), checked once, then split into sections, each handed who
 A checkpoint holds each value once: the model section in the model's hyper-parameters, the data section
 in the DataModule's (`save_hyperparameters`), the trainer and run sections in the RunRecord callback's
 state. `Settings.flat()` is the view metrics.json and TensorBoard's HPARAMS show (HPARAMS without paths).
+
+Torch, Lightning, the models and the checkpoints are imported where they are used, not here: the model
+files import this module (through their recipes), and reading and checking settings needs none of them.
 """
 
+from __future__ import annotations
+
 import argparse
+import importlib
 import math
 import os
 import sys
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import yaml
-from lightning.pytorch.utilities import rank_zero_only
 
-from cifar10 import runs
-from cifar10.data.augment import AUGMENT_PRESETS
-from cifar10.data.normalization import NORMALIZE_PRESETS
 from cifar10.errors import CliParser, UserError
-from cifar10.files import NotReadable, read_bounded
-from cifar10.gpu import native_bf16
-from cifar10.loggers import logger_names
-from cifar10.models import model_info, model_names, recipe
-from cifar10.optimizers import OPTIMIZERS
-from cifar10.recipes import RECIPES
-from cifar10.schedules import SCHEDULES
-from cifar10.tta import TTA_MODES
+
+if TYPE_CHECKING:
+    from cifar10 import runs
 
 DEFAULT_MODEL = "speedrun"
-DEFAULTS: dict[str, Any] = {  # what no recipe decides
-    "recipe": "default", "data_dir": "data", "data_url": None, "data_md5": None,
-    "accelerator": "auto", "devices": "auto", "num_nodes": 1, "strategy": "auto", "precision": "auto",
-    "channels_last": None, "compile": False, "deterministic": False, "seed": 0, "limit_train_batches": 1.0,
-    "logdir": "lightning_logs", "logger": ["tensorboard"], "mlflow_uri": None, "mlflow_experiment": "cifar10",
-    "wandb_project": "cifar10", "log_checkpoints": False,
-}
 ENVIRONMENT = {"mlflow_uri": "MLFLOW_TRACKING_URI", "mlflow_experiment": "MLFLOW_EXPERIMENT_NAME",
                "wandb_project": "WANDB_PROJECT"}  # settings whose default the loggers' own variables give
 PER_INVOCATION = ("ckpt_path", "config")  # never inherited by a resumed run
 PATHS = ("data_dir", "data_url", "data_md5", "logdir", "mlflow_uri")  # where things are: not in HPARAMS
 LOGGING = ("logger", "mlflow_experiment", "wandb_project", "log_checkpoints")  # where it logs, not how it trained
 PRECISIONS = ("auto", "32", "16-mixed", "bf16-mixed")
-ACCELERATORS = ("auto", "cpu", "gpu")
+ACCELERATORS = ("auto", "cpu", "gpu")  # --accelerator of fit, evaluate and the benchmarks
+
+# The argument groups of --help, in order (None: the parser's own, first). A recipe sets the RECIPE ones.
+RECIPE = "recipe settings (defaults come from --recipe)"
+GROUPS = (None, RECIPE, "run", "loggers (metrics, the LR, hyper-parameters, figures)")
+LOGGERS = GROUPS[3]
+
+
+def names_in(module: str, attribute: str) -> Callable[[], Sequence[str]]:
+    """The names a registry module lists, read when a parser or a check first needs them (see the docstring)."""
+    return lambda: tuple(getattr(importlib.import_module(module), attribute))
+
+
+def resolved_now(value: Any) -> Any:
+    """A choices list or help text given as a function (names_in), or as itself."""
+    return value() if callable(value) else value
+
+
+def setting(default: Any = None, *, help: str | Callable[[], str] | None = None, group: str | None = None,
+            flag: str | None = None, cli: bool = True, check: Callable[[Any], bool] | None = None,
+            why: str | Callable[[], str] = "", shown: Callable[[Any], str] = str, **argparse_kwargs: Any) -> Any:
+    """A settings field: its default, and its flag (`--` + flag, which defaults to the field's name) with
+    `help` in the --help `group`; argparse_kwargs are add_argument's (type, metavar, choices, action, nargs).
+    `check(value)` False is the problem "--flag VALUE why" (`shown` writes the value). cli=False: a setting
+    without a flag (only a recipe, a program or a checkpoint sets it)."""
+    metadata = {"help": help, "group": group, "flag": flag, "cli": cli, "check": check, "why": why, "shown": shown,
+                "argparse": argparse_kwargs}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def shared(section: type, name: str) -> Any:
+    """A field whose setting another section declares (its flag, default and check): the seed of the data."""
+    source = next(f for f in fields(section) if f.name == name)
+    return field(default=source.default, metadata={**source.metadata, "shared": True})
+
+
+def finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def count_or_fraction(text: str) -> int | float:
+    """'5000' -> 5000 (a count), '0.1' -> 0.1 (a fraction)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    raise argparse.ArgumentTypeError(f"expected an integer count or a float fraction, got {text!r}")
+
+
+def device_count(text: str) -> int | str:
+    if text == "auto" or text.isdigit():
+        return text if text == "auto" else int(text)
+    raise argparse.ArgumentTypeError(f"expected a number of devices or 'auto', got {text!r}")
+
+
+def logger_names() -> tuple[str, ...]:
+    from cifar10.loggers import logger_names as names  # Lightning's loggers: imported when asked (see the docstring)
+    return names()
+
+
+class LoggerList(argparse.Action):
+    """--logger a b or --logger a,b: known names, each once, in order."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        names = [name for value in values for name in str(value).split(",") if name]
+        unknown = [name for name in names if name not in logger_names()]
+        if unknown or not names:
+            parser.error(f"argument --logger: unknown logger(s) {', '.join(unknown) or '(none given)'}; "
+                         f"choose from {', '.join(logger_names())}")
+        setattr(namespace, self.dest, list(dict.fromkeys(names)))
+
+
+FLAG = {"action": argparse.BooleanOptionalAction}  # an on/off setting: --x and --no-x
+OPTIMIZERS = names_in("cifar10.optimizers", "OPTIMIZERS")
+SCHEDULES = names_in("cifar10.schedules", "SCHEDULES")
+TTA_MODES = names_in("cifar10.tta", "TTA_MODES")
+AUGMENT_PRESETS = names_in("cifar10.data.augment", "AUGMENT_PRESETS")
+NORMALIZE_PRESETS = names_in("cifar10.data.normalization", "NORMALIZE_PRESETS")
+RECIPE_NAMES = names_in("cifar10.recipes", "RECIPES")
 
 
 @dataclass(frozen=True)
 class ModelSettings:
     """ClassifierModule's hyper-parameters that settings choose (the data adds mean, std, class names)."""
 
-    optimizer: str
-    lr: float
-    momentum: float
-    nesterov: bool
-    weight_decay: float
-    betas: list[float]
-    schedule: str
-    label_smoothing: float
-    bias_lr_scale: float
-    tta: str
-    channels_last: bool
+    optimizer: str = setting("sgd", group=RECIPE, choices=OPTIMIZERS)
+    lr: float = setting(0.1, group=RECIPE, type=float, metavar="F", help="(peak) learning rate",
+                        check=lambda v: finite(v) and v > 0, why="must be a finite number above 0")
+    momentum: float = setting(0.9, group=RECIPE, type=float, metavar="F",
+                              check=lambda v: finite(v) and v >= 0, why="must be a finite number >= 0")
+    nesterov: bool = setting(False, group=RECIPE, **FLAG)
+    weight_decay: float = setting(5e-4, group=RECIPE, type=float, metavar="F",
+                                  check=lambda v: finite(v) and v >= 0, why="must be a finite number >= 0")
+    betas: list[float] = setting([0.9, 0.999], group=RECIPE, cli=False)  # Adam's; only recipes set them
+    schedule: str = setting("none", group=RECIPE, choices=SCHEDULES,
+                            help="per step: onecycle, triangle (airbench's), cosine, linear (airbench94_muon's), none")
+    label_smoothing: float = setting(0.0, group=RECIPE, type=float, metavar="F",
+                                     check=lambda v: finite(v) and 0 <= v < 1, why="must be in [0, 1)")
+    bias_lr_scale: float = setting(1.0, group=RECIPE, type=float, metavar="F",
+                                   help="BatchNorm biases train at F x lr, with the same weight decay per step",
+                                   check=lambda v: finite(v) and v > 0, why="must be above 0")
+    tta: str = setting("none", group=RECIPE, choices=TTA_MODES, help="test-time augmentation for the test accuracy")
+    channels_last: bool | None = setting(None, **FLAG, help="channels-last memory format (default: on; faster for "
+                                         "the conv nets, see `python -m cifar10.bench layout`)")
+
+    @classmethod
+    def from_hparams(cls, hparams: dict[str, Any]) -> ModelSettings:
+        """The section from a model's saved hyper-parameters (its other entries ignored; missing ones: the
+        field's default, as for checkpoints written before a setting existed)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in hparams.items() if k in names})
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Which model and recipe, the seed (the data section has it too), where runs go and are logged
+    (cifar10.loggers); and, for this invocation only, what it resumes and which --config it read."""
+
+    model: str = setting(DEFAULT_MODEL, metavar="NAME", help=f"architecture, listed below (default {DEFAULT_MODEL})")
+    recipe: str = setting("default", choices=RECIPE_NAMES, help="tutorial: the source's settings; default: ours "
+                          "(default)")
+    seed: int = setting(0, group="run", type=int, metavar="N", help="default 0",
+                        check=lambda v: 0 <= v < 2**32, why="must be in [0, 2**32)")
+    logdir: str = setting("lightning_logs", group="run", metavar="DIR",
+                          help="runs go to DIR/MODEL/version_N (default lightning_logs)")
+    logger: list[str] = setting(
+        ["tensorboard"], group=LOGGERS, nargs="+", action=LoggerList, metavar="NAME",
+        help=lambda: f"one or more of {', '.join(logger_names())}, spaced or comma-separated (default tensorboard)",
+        check=lambda v: bool(v) and set(v) <= set(logger_names()),  # a checkpoint's, too
+        why=lambda: f"must name one or more of {', '.join(logger_names())}", shown=lambda v: ",".join(map(str, v)))
+    mlflow_uri: str | None = setting(None, group=LOGGERS, metavar="URI", help="MLflow tracking URI: http://HOST:PORT "
+                                     "of `mlflow server`, or sqlite:///FILE.db (default: MLFLOW_TRACKING_URI, else "
+                                     "sqlite:///LOGDIR/mlflow.db)")
+    mlflow_experiment: str = setting("cifar10", group=LOGGERS, metavar="NAME",
+                                     help="default: MLFLOW_EXPERIMENT_NAME, else cifar10")
+    wandb_project: str = setting("cifar10", group=LOGGERS, metavar="NAME", help="default: WANDB_PROJECT, else "
+                                 "cifar10 (WANDB_MODE=offline: no account, `wandb sync` later)")
+    log_checkpoints: bool = setting(False, group=LOGGERS, **FLAG,
+                                    help="also send best.ckpt and last.ckpt to MLflow / W&B as artifacts at the end")
+    ckpt_path: str | None = setting(None, group="run", metavar="PATH|last",
+                                    help="resume a checkpoint, in the run folder it is in; 'last': the unfinished run "
+                                    "of --model under --logdir (refused when there are several)")
+    config: str | None = setting(None, metavar="FILE.yaml", help="YAML of the same keys as these flags, used as "
+                                 "defaults")
 
 
 @dataclass(frozen=True)
 class DataSettings:
     """CIFAR10DataModule's arguments (url and md5 None: the official archive)."""
 
-    data_dir: str
-    url: str | None
-    md5: str | None
-    batch_size: int
-    val_size: int | float
-    augment: str
-    normalize: str
-    seed: int
+    data_dir: str = setting("data", metavar="DIR", help="where CIFAR-10 is downloaded and extracted (default data)")
+    url: str | None = setting(None, flag="data_url", metavar="URL",
+                              help="archive URL, file:// works (default: the official one)")
+    md5: str | None = setting(None, flag="data_md5", metavar="MD5", help="md5 of the archive at --data-url")
+    batch_size: int = setting(256, group=RECIPE, type=int, metavar="N",
+                              help="per process: under DDP the global batch is N x processes",
+                              check=lambda v: v >= 1, why="must be at least 1")
+    val_size: int | float = setting(5000, group=RECIPE, type=count_or_fraction, metavar="N|F",
+                                    help="validation images: a count or a fraction of the training set",
+                                    check=lambda v: not isinstance(v, (int, float)) or v >= 0, why="is negative")
+    augment: str = setting("crop-flip", group=RECIPE, choices=AUGMENT_PRESETS)
+    normalize: str = setting("dataset", group=RECIPE, choices=NORMALIZE_PRESETS)
+    seed: int = shared(RunSettings, "seed")
+
+
+DATA_SOURCE = ("data_dir", "url", "md5")  # where the images come from (the data flags evaluate takes too)
 
 
 @dataclass(frozen=True)
 class TrainerSettings:
     """L.Trainer's arguments, and torch.compile of the network (how the run executes, not what it learns)."""
 
-    accelerator: str
-    devices: int | str
-    num_nodes: int
-    strategy: str
-    precision: str
-    max_epochs: int
-    limit_train_batches: int | float
-    deterministic: bool
-    compile: bool
+    accelerator: str = setting("auto", choices=ACCELERATORS, help="default auto")
+    devices: int | str = setting("auto", type=device_count, metavar="N",
+                                 help="devices per machine (default 1; auto: every device here, also the default "
+                                 "with --strategy or --num-nodes)",
+                                 check=lambda v: v == "auto" or v >= 1, why="must be at least 1 (or auto)")
+    num_nodes: int = setting(1, type=int, metavar="N", help="machines, for multi-node DDP (default 1)",
+                             check=lambda v: v >= 1, why="must be at least 1")
+    strategy: str = setting("auto", metavar="S", help="Lightning strategy, e.g. ddp (default auto: one device, no DDP)")
+    precision: str = setting("auto", choices=PRECISIONS, help="auto (default): bf16-mixed on a GPU that computes in "
+                             "bf16 (compute capability 8.0 or later), else 32")
+    max_epochs: int = setting(30, group=RECIPE, type=int, metavar="N", check=lambda v: v >= 1, why="must be at least 1")
+    limit_train_batches: int | float = setting(
+        1.0, group="run", type=count_or_fraction, metavar="N|F",
+        check=lambda v: v >= 1 if isinstance(v, int) else 0 < v <= 1,
+        why="must be a count >= 1 or a fraction in (0, 1]")
+    deterministic: bool = setting(False, **FLAG, help="deterministic algorithms (always on with the CPU)")
+    compile: bool = setting(False, **FLAG, help="torch.compile the network")
 
     def trainer_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of L.Trainer; deterministic is always on with the CPU (exact resume), and
@@ -119,32 +260,69 @@ class TrainerSettings:
                          "inference_mode": not self.compile}
 
 
-@dataclass(frozen=True)
-class RunSettings:
-    """Which model and recipe, the seed (the data section has it too), where runs go and are logged (cifar10.loggers);
-    and, for this invocation
-    only, what it resumes and which --config it read."""
-
-    model: str
-    recipe: str
-    seed: int
-    logdir: str
-    logger: list[str]
-    mlflow_uri: str | None
-    mlflow_experiment: str
-    wandb_project: str
-    log_checkpoints: bool
-    ckpt_path: str | None = None
-    config: str | None = None
-
-
 SECTIONS = {"model": ModelSettings, "data": DataSettings, "trainer": TrainerSettings, "run": RunSettings}
-FLAG_OF = {("data", "url"): "data_url", ("data", "md5"): "data_md5"}  # a field whose flag has another name
+FLAG_ORDER = ("run", "data", "trainer", "model")  # the sections' flags in --help: which model first, its knobs last
+
+
+def flag_of(f: Field) -> str:
+    """A field's flag name (dest): its own name unless it says another."""
+    return f.metadata.get("flag") or f.name
 
 
 def flag_names(section: str) -> dict[str, str]:
     """field name -> flag name (dest) of a section."""
-    return {f.name: FLAG_OF.get((section, f.name), f.name) for f in fields(SECTIONS[section])}
+    return {f.name: flag_of(f) for f in fields(SECTIONS[section])}
+
+
+def declared(order: Sequence[str] = tuple(SECTIONS)) -> list[Field]:
+    """Every setting once, by section (a field another section declares, the data's seed, left out)."""
+    return [f for name in order for f in fields(SECTIONS[name]) if not f.metadata.get("shared")]
+
+
+def default_of(f: Field) -> Any:
+    return f.default_factory() if f.default is MISSING else f.default
+
+
+def defaults() -> dict[str, Any]:
+    """The built-in layer: every setting's default, by flag name (--config has none: it is not a setting)."""
+    return {flag_of(f): default_of(f) for f in declared() if f.name != "config"}
+
+
+RECIPE_KEYS = tuple(flag_of(f) for f in declared() if f.metadata.get("group") == RECIPE)  # what a recipe may set
+
+
+def recipe_settings(model: str, name: str = "default") -> dict[str, Any]:
+    """Every setting a recipe may set, as recipe `name` of `model` sets it: its own values over the defaults
+    (the layer --recipe NAME puts over a resumed run's settings)."""
+    from cifar10.models import recipe  # the registry: imported when asked (see the docstring)
+    return {k: v for k, v in defaults().items() if k in RECIPE_KEYS} | recipe(model, name)
+
+
+def problems(values: dict[str, Any]) -> list[str]:
+    """What is wrong with the flag-named values given (the fields' checks and choices), one line each."""
+    found = []
+    for f in declared():
+        key, meta = flag_of(f), f.metadata
+        if key not in values:
+            continue
+        value, flag = values[key], "--" + key.replace("_", "-")
+        choices = resolved_now(meta["argparse"].get("choices"))
+        if choices is not None and value not in choices:
+            found.append(f"{flag} {value} must be one of {', '.join(choices)}")
+        elif meta["check"] is not None and not meta["check"](value):
+            found.append(f"{flag} {meta['shown'](value)} {resolved_now(meta['why'])}")
+    return found
+
+
+PLAIN = {float: float, bool: bool, bool | None: bool, str: str, list[float]: lambda v: [float(x) for x in v]}
+
+
+def plain_values(section: Any) -> dict[str, Any]:
+    """A section's values as plain floats, bools, strings and lists of them, by its fields' types (a model's
+    saved hyper-parameters: what torch.load(weights_only=True) and yaml.safe_load read back); a type not
+    listed in PLAIN as it is."""
+    hints = typing.get_type_hints(type(section))
+    return {f.name: PLAIN.get(hints[f.name], lambda v: v)(getattr(section, f.name)) for f in fields(section)}
 
 
 @dataclass(frozen=True)
@@ -155,7 +333,7 @@ class Settings:
     run: RunSettings
 
     @classmethod
-    def from_flat(cls, flat: dict[str, Any]) -> "Settings":
+    def from_flat(cls, flat: dict[str, Any]) -> Settings:
         """Sections from flag-named values (the seed goes to both data and run)."""
         return cls(**{name: section(**{field: flat[flag] for field, flag in flag_names(name).items() if flag in flat})
                       for name, section in SECTIONS.items()})
@@ -165,12 +343,9 @@ class Settings:
         return {flag: getattr(getattr(self, name), field)
                 for name in SECTIONS for field, flag in flag_names(name).items()}
 
-    def section_dict(self, name: str) -> dict[str, Any]:
-        return asdict(getattr(self, name))
-
     def run_record(self) -> dict[str, Any]:
         """The run and trainer sections, flag-named, without per-invocation flags (what RunRecord saves)."""
-        values = self.section_dict("trainer") | self.section_dict("run")
+        values = asdict(self.trainer) | asdict(self.run)
         return {k: v for k, v in values.items() if k not in PER_INVOCATION}
 
     def hparams_view(self) -> dict[str, Any]:
@@ -194,7 +369,7 @@ def saved_layer(resume: runs.ResumePoint) -> dict[str, Any]:
 
 
 # Settings a resumed run cannot change, and why; everything else is applied to what it controls (the
-# optimizer's parameter groups and the schedule's base values: ClassifierModule.apply_hyperparameters).
+# optimizer's parameter groups and the schedule's base values: cifar10.optimizers.apply_hyperparameters).
 FIXED_ON_RESUME = {
     "optimizer": "the saved optimizer state (momentum buffers, Adam's moments) belongs to the optimizer that made it",
     "val_size": "it changes which images train and which validate, so validation would score images already trained on",
@@ -234,111 +409,40 @@ def check_resume(settings: dict[str, Any], resume: runs.ResumePoint) -> None:
 
 # --- the command line -------------------------------------------------------------------------------------
 
-def count_or_fraction(text: str) -> int | float:
-    """'5000' -> 5000 (a count), '0.1' -> 0.1 (a fraction)."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    raise argparse.ArgumentTypeError(f"expected an integer count or a float fraction, got {text!r}")
-
-
-def device_count(text: str) -> int | str:
-    if text == "auto" or text.isdigit():
-        return text if text == "auto" else int(text)
-    raise argparse.ArgumentTypeError(f"expected a number of devices or 'auto', got {text!r}")
-
-
 def models_epilog() -> str:
+    from cifar10.models import model_info, model_names  # the registry: the epilog lists the models
     width = max(map(len, model_names()))
     lines = [f"  {name:<{width}}  {model_info(name).published}" for name in model_names()]
     return "models (--model NAME) and their published accuracy:\n" + "\n".join(lines)
 
 
-def recording(container: Any, actions: list[argparse.Action]):
-    """`container.add_argument` (a parser or an argument group) that also appends the Action it returns to `actions`."""
-    def add(*args: Any, **kwargs: Any) -> argparse.Action:
-        action = container.add_argument(*args, **kwargs)
-        actions.append(action)
-        return action
-    return add
+def add_flag(container: Any, f: Field, **overrides: Any) -> argparse.Action:
+    """The flag of settings field `f` on a parser or argument group (overrides: add_argument's, e.g. help)."""
+    meta = f.metadata
+    kwargs = {k: resolved_now(v) if k == "choices" else v for k, v in meta["argparse"].items()}
+    if meta["help"] is not None:
+        kwargs["help"] = resolved_now(meta["help"])
+    return container.add_argument("--" + flag_of(f).replace("_", "-"), **kwargs | overrides)
+
+
+def add_data_source_flags(parser: argparse.ArgumentParser, **helps: str) -> None:
+    """--data-dir, --data-url, --data-md5 as fit has them, on another command's parser (helps: by field name,
+    where that command says more)."""
+    for f in fields(DataSettings):
+        if f.name in DATA_SOURCE:
+            add_flag(parser, f, **({"help": helps[f.name]} if f.name in helps else {}))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Every flag defaults to 'not given' (SUPPRESS), so the layers below them stay visible."""
+    """Every settings field's flag, in its group. Every flag defaults to 'not given' (SUPPRESS), so the layers
+    below them stay visible."""
     parser = CliParser(prog="python -m cifar10.fit", hint="every flag and model",
                        description="Train a CIFAR-10 classifier.", epilog=models_epilog(),
                        formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS)
-    parser.flags = []  # every flag's Action, for --config (argparse lists them only privately)
-    add = recording(parser, parser.flags)
-    add("--model", metavar="NAME", help=f"architecture, listed below (default {DEFAULT_MODEL})")
-    add("--recipe", choices=RECIPES, help="tutorial: the source's settings; default: ours (default)")
-    add("--config", metavar="FILE.yaml", help="YAML of the same keys as these flags, used as defaults")
-    add("--data-dir", metavar="DIR", help="where CIFAR-10 is downloaded and extracted (default data)")
-    add("--data-url", metavar="URL", help="archive URL, file:// works (default: the official one)")
-    add("--data-md5", metavar="MD5", help="md5 of the archive at --data-url")
-    add("--accelerator", choices=ACCELERATORS, help="default auto")
-    add("--devices", type=device_count, metavar="N",
-        help="devices per machine (default 1; auto: every device here, also the default with --strategy or "
-        "--num-nodes)")
-    add("--num-nodes", type=int, metavar="N", help="machines, for multi-node DDP (default 1)")
-    add("--strategy", metavar="S", help="Lightning strategy, e.g. ddp (default auto: one device, no DDP)")
-    add("--precision", choices=PRECISIONS,
-        help="auto (default): bf16-mixed on a GPU that computes in bf16 (compute capability 8.0 or later), else 32")
-    add("--channels-last", action=argparse.BooleanOptionalAction,
-        help="channels-last memory format (default: on; faster for the conv nets, see `python -m cifar10.bench layout`)")
-    add("--compile", action=argparse.BooleanOptionalAction, help="torch.compile the network")
-    add("--deterministic", action=argparse.BooleanOptionalAction,
-        help="deterministic algorithms (always on with the CPU)")
-    group = recording(parser.add_argument_group("recipe settings (defaults come from --recipe)"), parser.flags)
-    group("--max-epochs", type=int, metavar="N")
-    group("--batch-size", type=int, metavar="N", help="per process: under DDP the global batch is N x processes")
-    group("--lr", type=float, metavar="F", help="(peak) learning rate")
-    group("--optimizer", choices=OPTIMIZERS)
-    group("--momentum", type=float, metavar="F")
-    group("--nesterov", action=argparse.BooleanOptionalAction)
-    group("--weight-decay", type=float, metavar="F")
-    group("--label-smoothing", type=float, metavar="F")
-    group("--schedule", choices=SCHEDULES, help="per step: onecycle, triangle (airbench's), cosine, linear (airbench94_muon's), none")
-    group("--bias-lr-scale", type=float, metavar="F",
-          help="BatchNorm biases train at F x lr, with the same weight decay per step")
-    group("--tta", choices=TTA_MODES, help="test-time augmentation for the test accuracy")
-    group("--augment", choices=AUGMENT_PRESETS)
-    group("--normalize", choices=NORMALIZE_PRESETS)
-    group("--val-size", type=count_or_fraction, metavar="N|F",
-          help="validation images: a count or a fraction of the training set")
-    group = recording(parser.add_argument_group("run"), parser.flags)
-    group("--seed", type=int, metavar="N", help="default 0")
-    group("--ckpt-path", metavar="PATH|last",
-          help="resume a checkpoint, in the run folder it is in; 'last': the unfinished run of --model under "
-          "--logdir (refused when there are several)")
-    group("--limit-train-batches", type=count_or_fraction, metavar="N|F")
-    group("--logdir", metavar="DIR", help="runs go to DIR/MODEL/version_N (default lightning_logs)")
-    group = recording(parser.add_argument_group("loggers (metrics, the LR, hyper-parameters, figures)"), parser.flags)
-    group("--logger", nargs="+", action=LoggerList, metavar="NAME",
-          help=f"one or more of {', '.join(logger_names())}, spaced or comma-separated (default tensorboard)")
-    group("--mlflow-uri", metavar="URI", help="MLflow tracking URI: http://HOST:PORT of `mlflow server`, or "
-          "sqlite:///FILE.db (default: MLFLOW_TRACKING_URI, else sqlite:///LOGDIR/mlflow.db)")
-    group("--mlflow-experiment", metavar="NAME", help="default: MLFLOW_EXPERIMENT_NAME, else cifar10")
-    group("--wandb-project", metavar="NAME",
-          help="default: WANDB_PROJECT, else cifar10 (WANDB_MODE=offline: no account, `wandb sync` later)")
-    group("--log-checkpoints", action=argparse.BooleanOptionalAction,
-          help="also send best.ckpt and last.ckpt to MLflow / W&B as artifacts at the end")
+    groups = {title: parser if title is None else parser.add_argument_group(title) for title in GROUPS}
+    parser.flags = [add_flag(groups[f.metadata["group"]], f)  # every flag's Action, for --config (argparse
+                    for f in declared(FLAG_ORDER) if f.metadata["cli"]]  # lists them only privately)
     return parser
-
-
-class LoggerList(argparse.Action):
-    """--logger a b or --logger a,b: known names, each once, in order."""
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: str | None = None) -> None:
-        names = [name for value in values for name in str(value).split(",") if name]
-        unknown = [name for name in names if name not in logger_names()]
-        if unknown or not names:
-            parser.error(f"argument --logger: unknown logger(s) {', '.join(unknown) or '(none given)'}; "
-                         f"choose from {', '.join(logger_names())}")
-        setattr(namespace, self.dest, list(dict.fromkeys(names)))
 
 
 CONFIG_LIMIT = 64 << 10  # a config of every flag is about 1 kB
@@ -352,6 +456,7 @@ def read_config(path: Path) -> dict[str, Any]:
     alias... expands exponentially, the "billion laughs"), and so is any deeper nesting (a mapping as a value,
     a list in a list), so no nesting reaches the constructor and nothing large is ever made.
     """
+    from cifar10.files import NotReadable, read_bounded  # (torch's checkpoint I/O beside it)
     try:
         text = read_bounded(path, CONFIG_LIMIT).decode("utf-8")
     except NotReadable as err:
@@ -423,29 +528,32 @@ def given_settings(argv: Sequence[str]) -> dict[str, Any]:
 # --- layering and checking ----------------------------------------------------------------------------------
 
 def check_model(name: str) -> None:
+    from cifar10.models import model_names  # the registry (see the docstring)
     if name not in model_names():
         raise UserError(f"unknown model {name!r}. Choose one of: {', '.join(model_names())}.")
 
 
 def resolve_settings(given: dict[str, Any]) -> tuple[dict[str, Any], runs.ResumePoint | None]:
     """Layer defaults, recipe, the resumed run's settings and the given ones; find the resume point."""
+    from cifar10 import runs  # reads checkpoints, so builds models: only for a resume (see the docstring)
+    from cifar10.models import recipe
     model = given.get("model")
     if model is not None:
         check_model(model)
     resume = None
+    built_in = defaults()
     if "ckpt_path" in given:
-        ckpt, logdir = given["ckpt_path"], Path(given.get("logdir", DEFAULTS["logdir"]))
+        ckpt, logdir = given["ckpt_path"], Path(given.get("logdir", built_in["logdir"]))
         resume = runs.resume_point(ckpt, logdir, model or (DEFAULT_MODEL if ckpt == "last" else None))
         model = resume.model
     model = model or DEFAULT_MODEL
     check_model(model)
     saved = saved_layer(resume) if resume else {}
     environment = {key: os.environ[name] for key, name in ENVIRONMENT.items() if os.environ.get(name)}
-    layers = [DEFAULTS, environment, recipe(model, saved.get("recipe", "default")), saved]
-    if "recipe" in given:
-        layers.append(recipe(model, given["recipe"]))
+    layers = [built_in, environment, recipe(model, saved.get("recipe", "default")), saved]
+    if "recipe" in given:  # over the resumed run's settings: the whole recipe, defaults included
+        layers.append(recipe_settings(model, given["recipe"]))
     settings = {k: v for layer in layers for k, v in layer.items()} | given | {"model": model}
-    settings.setdefault("ckpt_path", None)
     check_values(settings)
     if resume:
         check_resume(settings, resume)
@@ -455,31 +563,9 @@ def resolve_settings(given: dict[str, Any]) -> tuple[dict[str, Any], runs.Resume
 
 
 def check_values(s: dict[str, Any]) -> None:
-    """Reject values that would run and 'succeed' meaninglessly, before any folder is made."""
-    def finite(key: str) -> bool:
-        return isinstance(s[key], (int, float)) and math.isfinite(s[key])
-
-    limit = s["limit_train_batches"]
-    problems = [
-        (finite("lr") and s["lr"] > 0, f"--lr {s['lr']} must be a finite number above 0"),
-        (s["batch_size"] >= 1, f"--batch-size {s['batch_size']} must be at least 1"),
-        (s["max_epochs"] >= 1, f"--max-epochs {s['max_epochs']} must be at least 1"),
-        (finite("momentum") and s["momentum"] >= 0, f"--momentum {s['momentum']} must be a finite number >= 0"),
-        (finite("weight_decay") and s["weight_decay"] >= 0,
-         f"--weight-decay {s['weight_decay']} must be a finite number >= 0"),
-        (finite("label_smoothing") and 0 <= s["label_smoothing"] < 1,
-         f"--label-smoothing {s['label_smoothing']} must be in [0, 1)"),
-        (finite("bias_lr_scale") and s["bias_lr_scale"] > 0, f"--bias-lr-scale {s['bias_lr_scale']} must be above 0"),
-        (limit >= 1 if isinstance(limit, int) else 0 < limit <= 1,
-         f"--limit-train-batches {limit} must be a count >= 1 or a fraction in (0, 1]"),
-        (not isinstance(s["val_size"], (int, float)) or s["val_size"] >= 0, f"--val-size {s['val_size']} is negative"),
-        (0 <= s["seed"] < 2**32, f"--seed {s['seed']} must be in [0, 2**32)"),
-        (s["num_nodes"] >= 1, f"--num-nodes {s['num_nodes']} must be at least 1"),
-        (s["devices"] == "auto" or s["devices"] >= 1, f"--devices {s['devices']} must be at least 1 (or auto)"),
-        (bool(s["logger"]) and set(s["logger"]) <= set(logger_names()),  # a checkpoint's, too
-         f"--logger {','.join(map(str, s['logger']))} must name one or more of {', '.join(logger_names())}"),
-    ]
-    wrong = [why for ok, why in problems if not ok]
+    """Reject values that would run and 'succeed' meaninglessly, before any folder is made (each field's own
+    check and choices)."""
+    wrong = problems(s)
     if wrong:
         raise UserError("; ".join(wrong) + ". Nothing was run and no run folder was made: fix the value (flag, "
                         "--config file or recipe) and run again.")
@@ -487,17 +573,22 @@ def check_values(s: dict[str, Any]) -> None:
 
 def check_accelerator(accelerator: str) -> None:
     """--accelerator gpu without a GPU PyTorch can see is a clear error (fit, evaluate, bench)."""
+    import torch
     if accelerator == "gpu" and not torch.cuda.is_available():
         raise UserError(f"--accelerator gpu needs CUDA, which this PyTorch ({torch.__version__}) cannot see "
                         "here. Use --accelerator cpu (or auto), or run on a machine with an NVIDIA GPU.")
 
 
 def uses_cuda(accelerator: str) -> bool:
+    import torch
     return accelerator in ("gpu", "auto") and torch.cuda.is_available()
 
 
 def resolve_auto(settings: dict[str, Any]) -> dict[str, Any]:
     """Settings left on 'auto' become what is fastest here: bf16 autocast on a GPU, channels-last everywhere."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from cifar10.gpu import native_bf16
     s = dict(settings)
     if s["precision"] == "auto":
         s["precision"] = "bf16-mixed" if uses_cuda(s["accelerator"]) and native_bf16() else "32"

@@ -24,7 +24,7 @@ _RUNS: dict[Path, TinyRun] = {}
 
 
 def tiny_datamodule(archive, data_dir: Path, **kwargs) -> CIFAR10DataModule:
-    return CIFAR10DataModule(data_dir=data_dir, url=archive.url, md5=archive.md5, on_device=False, **kwargs)
+    return CIFAR10DataModule.from_keywords(data_dir=data_dir, url=archive.url, md5=archive.md5, on_device=False, **kwargs)
 
 
 def train_tiny_run(archive, root: Path) -> TinyRun:

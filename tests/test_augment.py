@@ -178,7 +178,7 @@ def test_augmentation_after_transfer_copies_nothing_from_the_host(preset, tiny_a
 
     from cifar10.data import CIFAR10DataModule
 
-    dm = CIFAR10DataModule(data_dir=tmp_path, url=tiny_archive.url, md5=tiny_archive.md5, batch_size=16,
+    dm = CIFAR10DataModule.from_keywords(data_dir=tmp_path, url=tiny_archive.url, md5=tiny_archive.md5, batch_size=16,
                            val_size=50, augment=preset)
     dm.prepare_data()
     dm.setup("fit")

@@ -13,7 +13,7 @@ from cifar10.data import CIFAR10DataModule
 
 @pytest.fixture
 def data_dir(tiny_archive, tmp_path):
-    dm = CIFAR10DataModule(data_dir=tmp_path / "data", url=tiny_archive.url, md5=tiny_archive.md5, val_size=0)
+    dm = CIFAR10DataModule.from_keywords(data_dir=tmp_path / "data", url=tiny_archive.url, md5=tiny_archive.md5, val_size=0)
     dm.prepare_data()
     return str(tmp_path / "data")
 
@@ -87,7 +87,7 @@ def test_speedrun_benchmark_on_the_cpu_times_the_first_steps_of_both(data_dir, c
 
 
 def test_airbench_gets_the_same_images_in_its_own_layout(tiny_archive, tmp_path):
-    dm = CIFAR10DataModule(data_dir=tmp_path / "data", url=tiny_archive.url, md5=tiny_archive.md5, val_size=50)
+    dm = CIFAR10DataModule.from_keywords(data_dir=tmp_path / "data", url=tiny_archive.url, md5=tiny_archive.md5, val_size=50)
     dm.prepare_data()
     dm.setup("fit")
     write_airbench_data(dm, tmp_path / "airbench")

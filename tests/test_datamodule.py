@@ -15,7 +15,7 @@ from cifar10.data.normalization import Normalize
 def make_dm(archive, tmp_path, **kwargs) -> CIFAR10DataModule:
     options = dict(data_dir=tmp_path / "data", batch_size=64, val_size=50, augment="none", url=archive.url,
                    md5=archive.md5) | kwargs
-    dm = CIFAR10DataModule(**options)
+    dm = CIFAR10DataModule.from_keywords(**options)
     dm.prepare_data()
     dm.setup("fit")
     return dm
@@ -61,7 +61,7 @@ def test_bad_val_size_is_a_user_error(tiny_archive, tmp_path, val_size):
 @pytest.mark.parametrize("option", ["augment", "normalize"])
 def test_unknown_preset_lists_the_valid_ones(option):
     with pytest.raises(UserError, match="choose one of .*half|choose one of none, flip, crop-flip"):
-        CIFAR10DataModule(**{option: "sparkles"})
+        CIFAR10DataModule.from_keywords(**{option: "sparkles"})
 
 
 def test_dataloaders_yield_uint8_batches_through_a_batch_sampler(tiny_archive, tmp_path):

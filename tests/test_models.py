@@ -317,7 +317,7 @@ def test_checkpoint_describes_itself_and_reloads_with_weights_only(tmp_path):
 
 
 def test_speedrun_whitens_from_the_training_images_at_fit_start(tiny_archive, tmp_path):
-    data = CIFAR10DataModule(data_dir=tmp_path, batch_size=50, val_size=0, url=tiny_archive.url, md5=tiny_archive.md5)
+    data = CIFAR10DataModule.from_keywords(data_dir=tmp_path, batch_size=50, val_size=0, url=tiny_archive.url, md5=tiny_archive.md5)
     model = create_model("speedrun")
     tiny_trainer(max_steps=1).fit(model, datamodule=data)
     expected = torch.nn.Conv2d(3, 24, 2)

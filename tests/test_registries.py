@@ -42,8 +42,8 @@ def test_the_registries_hold_the_names_they_always_had():
      "test-time augmentation 'rotate'", TTA_MODES),
     (lambda: augment(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), "mixup", torch.Generator()),
      "augmentation preset 'mixup'", AUGMENT_PRESETS),
-    (lambda: CIFAR10DataModule(augment="mixup"), "augmentation preset 'mixup'", AUGMENT_PRESETS),
-    (lambda: CIFAR10DataModule(normalize="imagenet"), "normalisation preset 'imagenet'", NORMALIZE_PRESETS),
+    (lambda: CIFAR10DataModule.from_keywords(augment="mixup"), "augmentation preset 'mixup'", AUGMENT_PRESETS),
+    (lambda: CIFAR10DataModule.from_keywords(normalize="imagenet"), "normalisation preset 'imagenet'", NORMALIZE_PRESETS),
 ], ids=["optimizer", "optimizer-schedule", "lr_factor", "tta", "augment", "datamodule-augment",
         "datamodule-normalize"])
 def test_an_unknown_name_is_a_user_error_naming_the_choices(call, kind, registry):

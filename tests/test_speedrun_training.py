@@ -2,7 +2,6 @@
 test-time augmentation, and an interrupted speedrun run that resumes exactly."""
 
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,13 +12,14 @@ from cifar10.fit import main
 from cifar10.models import create_model
 from cifar10.models.speedrun import LOOKAHEAD_DECAY, Lookahead, lookahead_decay
 from cifar10.optimizers import build_optimizer
+from cifar10.settings import ModelSettings
 from cifar10.tta import augmented_logits
 
 
-def hparams(**overrides) -> SimpleNamespace:
+def hparams(**overrides) -> ModelSettings:
     values = dict(optimizer="sgd", lr=1.5, momentum=0.85, nesterov=True, weight_decay=1e-3, betas=(0.9, 0.999),
                   schedule="triangle", bias_lr_scale=64.0)
-    return SimpleNamespace(**{**values, **overrides})
+    return ModelSettings(**{**values, **overrides})
 
 
 def test_batchnorm_biases_train_at_a_scaled_lr_with_the_same_decay_per_step():

@@ -111,7 +111,7 @@ def theirs(dm: CIFAR10DataModule, preset: str, pil: bool, batch_size: int, worke
 def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
-    dm = CIFAR10DataModule(data_dir=args.data_dir, batch_size=args.batch_size, val_size=0, augment=args.preset,
+    dm = CIFAR10DataModule.from_keywords(data_dir=args.data_dir, batch_size=args.batch_size, val_size=0, augment=args.preset,
                            normalize="dataset")
     dm.prepare_data()
     dm.setup("fit")

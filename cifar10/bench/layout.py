@@ -14,7 +14,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from cifar10.models import create_model, model_names, recipe
+from cifar10.models import create_model, model_names
+from cifar10.settings import recipe_settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +57,7 @@ def synchronize(device: torch.device) -> None:
 
 def compare(model_name: str, args: argparse.Namespace) -> dict:
     device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
-    batch_size = args.batch_size or recipe(model_name)["batch_size"]
+    batch_size = args.batch_size or recipe_settings(model_name)["batch_size"]
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch_size, 3, 32, 32, generator=generator).to(device)
     labels = torch.randint(0, 10, (batch_size,), generator=generator).to(device)

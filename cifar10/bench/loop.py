@@ -90,7 +90,8 @@ def fresh_model(s: Settings, dm: CIFAR10DataModule, overhead: bool) -> Classifie
     torch.manual_seed(s.run.seed)
     model = fit.make_model(s, dm)
     if overhead:
-        model = OneLinearLayer(**{k: v for k, v in model.hparams.items() if k != "model"})
+        model = OneLinearLayer(model.settings, mean=model.hparams.mean, std=model.hparams.std,
+                               class_names=model.hparams.class_names)
     return model
 
 
@@ -129,7 +130,7 @@ def time_plain(s: Settings, dm: CIFAR10DataModule, batches: int, device: torch.d
     """The same epoch as a hand-written loop: (seconds in all, seconds from the first batch to the last, loss, acc)."""
     started = time.perf_counter()
     model = fresh_model(s, dm, overhead).to(device).train()
-    built = build_optimizer(model.hparams, model.net, batches)
+    built = build_optimizer(model.settings, model.net, batches)
     optimizer = built["optimizer"] if isinstance(built, dict) else built
     scheduler = built["lr_scheduler"]["scheduler"] if isinstance(built, dict) else None
     loader = dm.train_dataloader()

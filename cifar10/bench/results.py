@@ -37,6 +37,7 @@ from cifar10.errors import UserError
 from cifar10.models import model_info, model_names
 from cifar10.recipes import RECIPES
 from cifar10.reporting import format_table
+from cifar10.settings import ACCELERATORS
 
 RUN_FOLDER = re.compile(r"^run folder: (.+?)(?: \(resuming .*\))?$")
 OWN_FLAGS = ("--model", "--recipe", "--seed", "--data-dir", "--logdir", "--accelerator")  # set per run here
@@ -70,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--logdir", default="lightning_logs/results",
                         help="runs go to LOGDIR/RECIPE/MODEL/version_N, logs to LOGDIR/RECIPE/MODEL-seedS.log "
                              "(default lightning_logs/results)")
-    parser.add_argument("--accelerator", choices=("auto", "cpu", "gpu"), default="auto", help="default auto")
+    parser.add_argument("--accelerator", choices=ACCELERATORS, default="auto", help="default auto")
     parser.add_argument("--fit-args", default="", metavar="ARGS",
                         help="extra flags for every fit, e.g. '--max-epochs 5 --precision bf16-mixed'")
     parser.add_argument("--out", metavar="FILE.jsonl", help="also append each run's JSON line to this file")

@@ -96,7 +96,7 @@ def write_airbench_data(dm: CIFAR10DataModule, folder: Path) -> None:
 
 def prepare_airbench_data(data_dir: str, folder: Path) -> None:
     """All 50,000 training and the 10,000 test images of data_dir, written for airbench into folder."""
-    dm = CIFAR10DataModule(data_dir=data_dir, val_size=0)
+    dm = CIFAR10DataModule.from_keywords(data_dir=data_dir, val_size=0)
     dm.prepare_data()
     dm.setup("fit")
     write_airbench_data(dm, folder)

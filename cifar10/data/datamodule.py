@@ -6,7 +6,8 @@ statistics this module computes (`mean`, `std`) saved in its hyper-parameters.
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from dataclasses import asdict
+from typing import Any, NamedTuple
 
 import lightning as L
 import torch
@@ -20,6 +21,7 @@ from cifar10.data.normalization import HALF, normalization_stats
 from cifar10.errors import UserError
 from cifar10.lightning_internals import batches_done, uses_distributed_sampler
 from cifar10.seeds import AUGMENT_STREAM, PREFLIP_STREAM, SAMPLER_STREAM, stream_seed
+from cifar10.settings import DataSettings
 
 
 class NumberedIndices(NamedTuple):
@@ -170,29 +172,33 @@ class CIFAR10DataModule(L.LightningDataModule):
     (cifar10.data.normalization.NORMALIZE_PRESETS: 'dataset', of the training split, or 'half', 0.5 and 0.5).
     """
 
-    def __init__(self, data_dir: str | Path = "data", batch_size: int = 256, val_size: int | float = 5000,
-                 augment: str = "crop-flip", normalize: str = "dataset", seed: int = 0,
-                 url: str | None = None, md5: str | None = None, eval_batch_size: int | None = None,
+    def __init__(self, settings: DataSettings | None = None, eval_batch_size: int | None = None,
                  on_device: bool = True) -> None:
-        """url, md5: None means the official archive and its checksum."""
+        """settings: the data section (default: every field's default; url, md5 None: the official archive)."""
         super().__init__()
-        # saved in checkpoints (datamodule_hyper_parameters): a resumed run reads its data settings back; not sent
-        # to the loggers, which get the settings' view without paths (cifar10.fit)
-        self.save_hyperparameters({"data_dir": str(data_dir), "url": url, "md5": md5, "batch_size": batch_size,
-                                   "val_size": val_size, "augment": augment, "normalize": normalize, "seed": seed},
-                                  logger=False)
-        self.data_dir = Path(data_dir).expanduser()
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
-        self.val_size, self.seed, self.on_device = val_size, seed, on_device
-        self.url, self.md5 = url or OFFICIAL_URL, md5 or OFFICIAL_MD5
-        self.augment, self.normalize = augment, normalize
-        self.preset, self.normalization = augment_preset(augment), normalization_stats(normalize)
+        s = settings or DataSettings()
+        # saved in checkpoints (datamodule_hyper_parameters) as plain values: a resumed run reads its data settings
+        # back; not sent to the loggers, which get the settings' view without paths (cifar10.fit)
+        self.save_hyperparameters(asdict(s) | {"data_dir": str(s.data_dir)}, logger=False)
+        self.data_dir = Path(s.data_dir).expanduser()
+        self.batch_size, self.eval_batch_size = s.batch_size, eval_batch_size or s.batch_size
+        self.val_size, self.seed, self.on_device = s.val_size, s.seed, on_device
+        self.url, self.md5 = s.url or OFFICIAL_URL, s.md5 or OFFICIAL_MD5
+        self.augment, self.normalize = s.augment, s.normalize
+        self.preset, self.normalization = augment_preset(s.augment), normalization_stats(s.normalize)
         self.class_names: list[str] = []
         self.mean, self.std = HALF  # until the training split is read
         self.train_images = self.train_labels = self.val_images = self.val_labels = None
         self.test_images = self.test_labels = None
         self._generator: torch.Generator | None = None
         self._resume_at: tuple[int, int] | None = None  # (epoch, batches done) of an interrupted run
+
+    @classmethod
+    def from_keywords(cls, *, eval_batch_size: int | None = None, on_device: bool = True,
+                      **settings: Any) -> "CIFAR10DataModule":
+        """For programs and tests: the data section's fields as keywords (`data_dir=..., batch_size=64`), the
+        others their defaults."""
+        return cls(DataSettings(**settings), eval_batch_size, on_device)
 
     def prepare_data(self) -> None:
         ensure_extracted(self.data_dir, self.url, self.md5)

@@ -14,18 +14,17 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from cifar10.data import CLASSES
 from cifar10.data.normalization import Normalize
-from cifar10.errors import UserError
 from cifar10.lightning_internals import HOOK_NAME_ATTR
-from cifar10.optimizers import OPTIMIZERS, apply_hyperparameters, build_optimizer
-from cifar10.recipes import Recipe
-from cifar10.schedules import SCHEDULES
-from cifar10.tta import TTA_MODES, augmented_logits
+from cifar10.optimizers import apply_hyperparameters, build_optimizer, optimizer_builder
+from cifar10.schedules import schedule_builder
+from cifar10.settings import ModelSettings, plain_values
+from cifar10.tta import augmented_logits, tta_mode
 
 # 2: the learning-rate schedule is a LambdaLR (1: OneCycleLR or CosineAnnealingLR, whose saved state a
 # LambdaLR cannot load: format-1 checkpoints are read by evaluate, predict and export, but not resumed)
 CHECKPOINT_FORMAT = 2
 MAX_MISCLASSIFIED = 36  # test images kept for the misclassified grid
-PLAIN = Recipe()
+DATA_HPARAMS = ("mean", "std", "class_names")  # the hyper-parameters the data gives, beside the settings'
 
 
 class Misclassified:
@@ -63,45 +62,22 @@ class ClassifierModule(L.LightningModule):
 
     model_name: str = ""  # set by @register
 
-    def __init__(
-        self,
-        *,
-        optimizer: str = PLAIN.optimizer,  # the defaults are a plain Recipe's: one place for them
-        lr: float = PLAIN.lr,
-        momentum: float = PLAIN.momentum,
-        nesterov: bool = PLAIN.nesterov,
-        weight_decay: float = PLAIN.weight_decay,
-        betas: Sequence[float] = PLAIN.betas,
-        schedule: str = PLAIN.schedule,
-        label_smoothing: float = PLAIN.label_smoothing,
-        bias_lr_scale: float = PLAIN.bias_lr_scale,
-        tta: str = PLAIN.tta,
-        mean: Sequence[float] = (0.5, 0.5, 0.5),
-        std: Sequence[float] = (0.5, 0.5, 0.5),
-        class_names: Sequence[str] = CLASSES,
-        channels_last: bool = False,
-    ) -> None:
+    def __init__(self, settings: ModelSettings | None = None, mean: Sequence[float] = (0.5, 0.5, 0.5),
+                 std: Sequence[float] = (0.5, 0.5, 0.5), class_names: Sequence[str] = CLASSES) -> None:
+        """settings: the model section (default: every field's default); mean, std, class_names: the data's."""
         super().__init__()
-        if optimizer not in OPTIMIZERS:
-            raise UserError(f"unknown optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}.")
-        if schedule not in SCHEDULES:
-            raise UserError(f"unknown schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}.")
-        if tta not in TTA_MODES:
-            raise UserError(f"unknown test-time augmentation {tta!r}: choose one of {', '.join(TTA_MODES)}.")
+        s = settings or ModelSettings()
+        for look_up, name in ((optimizer_builder, s.optimizer), (schedule_builder, s.schedule), (tta_mode, s.tta)):
+            look_up(name)  # an unknown name: a UserError naming the choices, before anything is built
         # Plain lists of floats/str only: torch.load(weights_only=True) and yaml.safe_load read them back.
-        self.save_hyperparameters({
-            "model": self.model_name,
-            "optimizer": optimizer, "lr": float(lr), "momentum": float(momentum), "nesterov": bool(nesterov),
-            "weight_decay": float(weight_decay), "betas": [float(b) for b in betas],
-            "schedule": schedule, "label_smoothing": float(label_smoothing),
-            "bias_lr_scale": float(bias_lr_scale), "tta": tta,
-            "mean": [float(m) for m in mean], "std": [float(s) for s in std],
-            "class_names": [str(c) for c in class_names], "channels_last": bool(channels_last),
+        self.save_hyperparameters({"model": self.model_name} | plain_values(s) | {
+            "mean": [float(m) for m in mean], "std": [float(v) for v in std],
+            "class_names": [str(c) for c in class_names],
         }, logger=False)  # the loggers get the settings view instead (cifar10.fit)
         self.example_input_array = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
         self.normalize = Normalize(mean, std)
         self.net = self.build_net()
-        if channels_last:
+        if s.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         n = len(class_names)  # "micro": the share of images classified right, not a mean over classes
         self.train_sums: Tensor | None = None  # loss x images, images right, images of the epoch so far
@@ -112,6 +88,12 @@ class ClassifierModule(L.LightningModule):
         self.test_confusion = MulticlassConfusionMatrix(num_classes=n, **checked)
         self.test_results: dict = {}
         self.test_misclassified = Misclassified()
+
+    @property
+    def settings(self) -> ModelSettings:
+        """The model section, from the saved hyper-parameters (the one record of them, which evaluate's --tta
+        changes too)."""
+        return ModelSettings.from_hparams(self.hparams)
 
     def build_net(self) -> nn.Module:
         raise NotImplementedError("each architecture defines its layers in build_net")
@@ -198,7 +180,7 @@ class ClassifierModule(L.LightningModule):
         return self(images)
 
     def configure_optimizers(self):
-        return build_optimizer(self.hparams, self.net, self.trainer.estimated_stepping_batches)
+        return build_optimizer(self.settings, self.net, self.trainer.estimated_stepping_batches)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["cifar10"] = {"model": self.model_name, "format": CHECKPOINT_FORMAT}

@@ -6,12 +6,12 @@ Apart from the package's __init__, so the architecture modules it imports find `
 defined (the layout of timm's `_registry.py`).
 """
 
-import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 from cifar10.errors import UserError
-from cifar10.models.base import ClassifierModule
+from cifar10.models.base import DATA_HPARAMS, ClassifierModule
 from cifar10.recipes import RECIPES, Recipe
+from cifar10.settings import ModelSettings
 
 LAST = 1000  # the order of a model that states none: after the others
 
@@ -43,6 +43,8 @@ def register(name: str, published: str, *, tutorial: Recipe | None = None, defau
         if missing:
             raise UserError(f"model {name!r} ({cls.__module__}) is registered without its {' and '.join(missing)} "
                             f"recipe: pass {', '.join(f'{kind}=Recipe(...)' for kind in missing)} to @register.")
+        for kind, value in recipes.items():
+            value.check(f"the {kind} recipe of model {name!r} ({cls.__module__})")
         cls.model_name = name
         _REGISTRY[name] = ModelInfo(name, cls, published, recipes, order)
         return cls
@@ -62,7 +64,8 @@ def model_info(name: str) -> ModelInfo:
 
 
 def recipe(model: str, name: str = "default") -> dict:
-    """The recipe `name` ('tutorial' or 'default') of `model`, as a plain dict of settings."""
+    """The recipe `name` ('tutorial' or 'default') of `model`: the flat dict of the settings it sets (every other
+    one keeps its default; `cifar10.settings.recipe_settings` has them all)."""
     info = model_info(model)  # UserError for an unknown model
     if name not in RECIPES:
         raise UserError(f"unknown recipe {name!r}: choose one of {', '.join(RECIPES)}.")
@@ -70,13 +73,15 @@ def recipe(model: str, name: str = "default") -> dict:
 
 
 def model_hparam_names(name: str) -> list[str]:
-    """The keyword arguments the model's constructor takes."""
-    return [p for p in inspect.signature(model_info(name).cls).parameters if p not in ("args", "kwargs")]
+    """The hyper-parameters the model takes: its settings section's, and the data's statistics and classes."""
+    return [f.name for f in fields(ModelSettings)] + list(DATA_HPARAMS)
 
 
-def create_model(name: str, **hparams) -> ClassifierModule:
-    """Build model `name`. A checkpoint's hyper_parameters may be passed back as they are:
-    their "model" entry is accepted when it names this model."""
+def create_model(name: str, settings: ModelSettings | None = None, **hparams) -> ClassifierModule:
+    """Build model `name` from its settings section (default: every field's default), with mean, std and
+    class_names from the data. Keywords set single hyper-parameters instead (`create_model("mlp", lr=0.05)`),
+    and a checkpoint's hyper_parameters may be passed back as they are: their "model" entry is accepted when it
+    names this model."""
     cls = model_info(name).cls
     if hparams.pop("model", name) != name:
         raise UserError(f"the hyperparameters describe another model than {name!r}: pass the matching name.")
@@ -84,4 +89,5 @@ def create_model(name: str, **hparams) -> ClassifierModule:
     if unknown:
         raise UserError(f"model {name!r} does not take {', '.join(unknown)}: "
                         f"its hyperparameters are {', '.join(model_hparam_names(name))}.")
-    return cls(**hparams)
+    data = {k: hparams.pop(k) for k in DATA_HPARAMS if k in hparams}
+    return cls(replace(settings or ModelSettings(), **hparams), **data)

@@ -57,7 +57,7 @@ class SpeedrunMuon(Speedrun):
 
     def parameter_groups(self) -> list[dict]:
         """airbench94_muon's groups: whitening bias, BatchNorm biases, head (SGD), conv filters (Muon)."""
-        hp, net = self.hparams, self.net
+        hp, net = self.settings, self.net
         scale = hp.lr / MUON_LR  # --lr moves every group's rate with Muon's
         decay = hp.weight_decay * hp.lr  # per step, for the SGD groups
         bias_lr, head_lr = hp.lr * hp.bias_lr_scale, HEAD_LR * scale
@@ -72,12 +72,13 @@ class SpeedrunMuon(Speedrun):
         ]
 
     def configure_optimizers(self):
-        if self.hparams.optimizer != "muon":  # --optimizer sgd/adam/adamw: the groups every model has
+        hp = self.settings
+        if hp.optimizer != "muon":  # --optimizer sgd/adam/adamw: the groups every model has
             return super().configure_optimizers()
         total = int(self.trainer.estimated_stepping_batches)
         whiten_steps = max(1, round(total * WHITEN_BIAS_EPOCHS / self.trainer.max_epochs))
-        opt = MuonSGD(self.parameter_groups(), lr=self.hparams.lr, momentum=SGD_MOMENTUM, nesterov=True)
-        run = lr_factor(self.hparams.schedule, total)  # none: 1.0 throughout
+        opt = MuonSGD(self.parameter_groups(), lr=hp.lr, momentum=SGD_MOMENTUM, nesterov=True)
+        run = lr_factor(hp.schedule, total)  # none: 1.0 throughout
         whiten = lr_factor("linear", whiten_steps)  # airbench94_muon's: to 0 over the first 3 epochs
         sched = torch.optim.lr_scheduler.LambdaLR(opt, [whiten, run, run, run])
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

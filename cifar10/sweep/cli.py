@@ -20,7 +20,7 @@ from optuna.exceptions import ExperimentalWarning
 
 from cifar10.errors import CliParser, UserError, exits_cleanly
 from cifar10.recipes import RECIPES
-from cifar10.settings import DEFAULTS, PATHS, build_parser as fit_parser, check_model, resolve_settings
+from cifar10.settings import PATHS, build_parser as fit_parser, check_model, defaults, resolve_settings
 from cifar10.sweep import budget, report, storage
 from cifar10.sweep.objective import FitCrashed, Surplus, TrialFailed, TrialPlan, objective
 from cifar10.sweep.pruners import PRUNERS, make_pruner
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--sampler", choices=SAMPLERS, default="tpe", help="default tpe")
     add("--pruner", choices=PRUNERS, default="median", help="stop poor trials early by epoch (default median)")
     add("--seeds", type=int, nargs="+", default=[0], metavar="S", help="a trial's value is the mean over these")
-    add("--logdir", default=DEFAULTS["logdir"], metavar="DIR", help="default lightning_logs")
+    add("--logdir", default=defaults()["logdir"], metavar="DIR", help="default lightning_logs")
     add("--heartbeat", type=int, default=60, metavar="S",
         help="seconds between a running trial's heartbeats; a trial silent for 3x that is failed and "
         "retried (default 60)")
