@@ -30,7 +30,7 @@ class RunMetrics:
     model: str
     params: int | None = None
     epochs: int | None = None  # epochs trained
-    wall_time_s: float | None = None  # the whole run, earlier resumed sessions included
+    wall_time_s: float | None = None  # the whole run, its earlier stopped and resumed parts included
     train_images_per_s: float | None = None
     train_time_s: float | None = None  # training steps only: no validation, no test
     best_val_acc: float | None = None
