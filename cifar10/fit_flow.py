@@ -42,6 +42,7 @@ def fit_from_argv(argv: Sequence[str], callbacks: Sequence[L.Callback] = ()) -> 
 
 
 def fit(s: Settings, resume: runs.ResumePoint | None, extra_callbacks: Sequence[L.Callback]) -> int:
+    """One fit from resolved settings, in a run folder of its own (locked while it trains); its exit code."""
     check_accelerator(s.trainer.accelerator)
     L.seed_everything(s.run.seed, workers=True)
     if resume:  # the run folder's checkpoints are expected there
