@@ -26,7 +26,9 @@ from cifar10.tta import TTA_MODES
 
 @dataclass
 class Evaluation:
-    acc: float
+    """A test pass's figures, named as a run's metrics.json names them (cifar10.runs.metrics.RunMetrics)."""
+
+    test_acc: float
     per_class_acc: dict[str, float]
     confusion: list[list[int]]  # rows: true class, columns: predicted class
     n_images: int
@@ -82,13 +84,13 @@ def evaluate(model: ClassifierModule, dm: CIFAR10DataModule, accelerator: str = 
     if n_images == 0:
         raise UserError("the test split is empty: check --data-dir / --data-url.")
     wrong = results["misclassified"]
-    return Evaluation(acc=results["acc"], per_class_acc=results["per_class_acc"], confusion=results["confusion"],
+    return Evaluation(test_acc=results["acc"], per_class_acc=results["per_class_acc"], confusion=results["confusion"],
                       n_images=n_images, wrong_images=wrong["images"], wrong_preds=wrong["preds"],
                       wrong_targets=wrong["targets"])
 
 
 def tables(result: Evaluation, class_names: list[str], tta: str) -> str:
-    summary = f"test accuracy: {result.acc:.2%} on {result.n_images} images"
+    summary = f"test accuracy: {result.test_acc:.2%} on {result.n_images} images"
     summary += f" (TTA: {tta})" if tta != "none" else ""
     per_class = reporting.format_table(
         ["class", "accuracy", "images"],
@@ -117,7 +119,7 @@ def write_report(out: Path, result: Evaluation, meta: Meta, ckpt: Path, tta: str
             print(f"note: {err}; {name} skipped.", file=sys.stderr)
     report = {"checkpoint": str(ckpt), "model": meta.model, "tta": tta, "precision": precision,
               "n_images": result.n_images,
-              "acc": result.acc, "per_class_acc": result.per_class_acc, "class_names": meta.class_names,
+              "test_acc": result.test_acc, "per_class_acc": result.per_class_acc, "class_names": meta.class_names,
               "confusion": result.confusion, "figures": written}
     atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
     return report

@@ -31,6 +31,8 @@ from cifar10.files import atomic_write_text
 from cifar10.gpu import native_bf16
 from cifar10.models import model_names
 from cifar10.reporting import format_table
+from cifar10.runs import version_dirs
+from cifar10.runs.metrics import METRICS_FILE, BadMetrics, read_metrics
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # where tests/ lives in a source checkout
 FIT_BATCHES = 20  # training batches per fit
@@ -72,7 +74,7 @@ class Check:
     name: str
     argv: tuple[str, ...]
     timeout_s: float
-    figure: Callable[[str], str | None] = no_figure  # the headline figure from the output of a passing run
+    figure: Callable[[str], str | None] = no_figure  # a passing run's headline figure, from its output or files
     skip: Callable[[], str | None] = never_skip  # why not to run it here (asked just before it would run)
     needs: tuple[str, ...] = ()  # checks that must pass first (else this one is skipped)
     group: str = "fits"  # the slice it runs in (GROUPS)
@@ -136,12 +138,20 @@ def last_json(output: str) -> dict:
     return found[-1]
 
 
-def fit_figure(output: str) -> str | None:
-    """'acc 31.20%, 45,210 img/s' from fit's summary table."""
-    acc = re.search(r"^test accuracy\s+([\d.]+%)", output, re.MULTILINE)
-    rate = re.search(r"^images/s\s+([\d,]+)", output, re.MULTILINE)
-    parts = ([f"acc {acc.group(1)}"] if acc else []) + ([f"{rate.group(1)} img/s"] if rate else [])
-    return ", ".join(parts) or None
+def fit_figure(logdir: Path, model: str) -> Callable[[str], str | None]:
+    """'acc 31.20%, 45,210 img/s', read from the metrics.json of the fit's run (the newest under its logdir)."""
+    def figure(output: str) -> str | None:
+        folders = version_dirs(logdir, model)
+        if not folders:
+            raise ValueError(f"no run folder under {logdir / model}")
+        try:
+            metrics = read_metrics(folders[-1] / METRICS_FILE)
+        except BadMetrics as why:
+            raise ValueError(str(why)) from None
+        parts = ([f"acc {metrics.test_acc:.2%}"] if metrics.test_acc is not None else []) + (
+            [f"{metrics.train_images_per_s:,.0f} img/s"] if metrics.train_images_per_s is not None else [])
+        return ", ".join(parts) or None
+    return figure
 
 
 def evaluate_figure(output: str) -> str | None:
@@ -228,10 +238,11 @@ def fit_logdir(work: Path, name: str) -> Path:
 def fit_check(name: str, model: str, data_dir: Path, work: Path, extra: Sequence[str], timeout_s: float,
               skip: Callable[[], str | None] = never_skip, epochs: int = 1, batches: int = FIT_BATCHES,
               **fields) -> Check:
-    argv = module("cifar10.fit", "--model", model, "--data-dir", data_dir, "--logdir", fit_logdir(work, name),
+    logdir = fit_logdir(work, name)
+    argv = module("cifar10.fit", "--model", model, "--data-dir", data_dir, "--logdir", logdir,
                   "--accelerator", "gpu", "--max-epochs", epochs, "--limit-train-batches", batches,
                   "--val-size", FIT_VAL_SIZE, *extra)
-    return Check(name, argv, timeout_s, fit_figure, skip, needs=("data",), **fields)
+    return Check(name, argv, timeout_s, fit_figure(logdir, model), skip, needs=("data",), **fields)
 
 
 def fit_checks(data_dir: Path, work: Path) -> list[Check]:

@@ -28,7 +28,7 @@ def direct_numbers(run, archive, tta: str) -> dict:
     logits = (model(images) + model(torch.flip(images, dims=[3]))) / 2 if tta == "flip" else model(images)
     preds = logits.argmax(1)
     confusion = torch.bincount(labels * 10 + preds, minlength=100).view(10, 10)
-    return {"acc": (preds == labels).float().mean().item(),
+    return {"test_acc": (preds == labels).float().mean().item(),
             "per_class_acc": dict(zip(meta.class_names, (confusion.diag() / confusion.sum(1)).tolist())),
             "confusion": confusion.tolist(), "n_images": len(labels)}
 
@@ -36,7 +36,7 @@ def direct_numbers(run, archive, tta: str) -> dict:
 def assert_report_matches(report: dict, expected: dict) -> None:
     assert report["n_images"] == expected["n_images"]
     assert report["confusion"] == expected["confusion"]
-    assert report["acc"] == pytest.approx(expected["acc"], abs=1e-6)
+    assert report["test_acc"] == pytest.approx(expected["test_acc"], abs=1e-6)
     assert report["per_class_acc"] == pytest.approx(expected["per_class_acc"], abs=1e-6)
 
 
@@ -51,7 +51,7 @@ def test_report_files_and_numbers(tiny_run, tiny_archive, tmp_path, capsys, flag
     assert report["tta"] == tta and report["model"] == "lenet"
     assert_report_matches(report, direct_numbers(tiny_run, tiny_archive, tta))
     printed = capsys.readouterr()
-    assert f"test accuracy: {report['acc']:.2%} on 100 images" in printed.out
+    assert f"test accuracy: {report['test_acc']:.2%} on 100 images" in printed.out
     assert "true \\ predicted" in printed.out and "automobile" in printed.out
     assert "Testing DataLoader 0: 100%" in printed.err  # the progress bar over the test batches, not on stdout
     assert "Testing" not in printed.out
@@ -129,7 +129,7 @@ def test_evaluate_tests_in_the_precision_fit_tested_in(tiny_archive, tmp_path):
     assert main(["--ckpt", str(run / "checkpoints" / "last.ckpt"), "--data-dir", str(data), "--data-url",
                  tiny_archive.url, "--data-md5", tiny_archive.md5, "--accelerator", "cpu", "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["precision"] == "bf16-mixed" and report["acc"] == metrics["test_acc"]
+    assert report["precision"] == "bf16-mixed" and report["test_acc"] == metrics["test_acc"]
 
 
 def test_without_data_dir_the_checkpoints_own_data_folder_is_read(tiny_run, tmp_path, monkeypatch, capsys):

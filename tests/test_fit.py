@@ -17,7 +17,8 @@ from cifar10.checkpoint import load_checkpoint
 from cifar10.errors import UserError
 from cifar10.evaluate import main as evaluate_main
 from cifar10.data import CIFAR10DataModule
-from cifar10.fit import main, make_trainer
+from cifar10.assembly import make_trainer
+from cifar10.fit import main
 from cifar10.gpu import native_bf16
 from cifar10.settings import Settings, given_settings, resolve_auto, resolve_settings
 from cifar10.models import model_info, model_names, recipe
@@ -152,7 +153,7 @@ def test_with_validation_on_the_test_split_the_final_weights_are_tested(tiny_arc
     assert evaluate_main(["--ckpt", str(run_dir / "checkpoints" / "last.ckpt"), "--data-dir", str(tmp_path / "data"),
                           "--data-url", tiny_archive.url, "--data-md5", tiny_archive.md5, "--out", str(out),
                           "--accelerator", "cpu"]) == 0
-    assert json.loads((out / "report.json").read_text())["acc"] == pytest.approx(metrics["test_acc"], abs=1e-6)
+    assert json.loads((out / "report.json").read_text())["test_acc"] == pytest.approx(metrics["test_acc"], abs=1e-6)
 
 
 @pytest.mark.gpu

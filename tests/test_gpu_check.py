@@ -17,10 +17,10 @@ from helpers_ckpt import tiny_run  # noqa: F401 (tiny_run is a fixture)
 from cifar10 import gpu_check
 from cifar10.errors import UserError
 from cifar10.evaluate import Evaluation, tables
-from cifar10.fit import summary
 from cifar10.gpu_check import (CKPT_SOURCE, Completed, Result, build_checks, main, run_check, run_checks,
                                run_subprocess, select)
 from cifar10.models import model_names
+from cifar10.runs.metrics import RunMetrics, write_metrics
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without a GPU")
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -33,15 +33,17 @@ LAYOUT_JSONS = [{"model": "lenet", "speedup": 1.02}, {"model": "resnet18", "spee
                 {"model": "speedrun", "speedup": 1.18}]
 
 
-def fit_output(acc: float = 0.3120, images_per_s: float = 45210.0) -> str:
-    """What a fit prints at its end, made by fit's own summary()."""
-    metrics = {"model": "lenet", "params": 62006, "epochs": 1, "wall_time_s": 3.2, "train_images_per_s": images_per_s,
-               "best_val_acc": 0.3, "test_acc": acc, "per_class_acc": dict.fromkeys(CLASSES, acc)}
-    return "Epoch 0: 100%|#####| 20/20 [00:01<00:00]\r\n\n" + summary(metrics) + "\n\nrun folder: /tmp/x\n"
+def write_fit_run(argv, acc: float = 0.3120, images_per_s: float = 45210.0) -> str:
+    """The metrics.json a fit with this command line writes into its first run folder; what it prints last."""
+    model, logdir = flags(argv)["--model"], Path(flags(argv)["--logdir"])
+    write_metrics(logdir / model / "version_0", RunMetrics(
+        model, params=62006, epochs=1, wall_time_s=3.2, train_images_per_s=images_per_s, best_val_acc=0.3,
+        test_acc=acc, per_class_acc=dict.fromkeys(CLASSES, acc)))
+    return f"Epoch 0: 100%|#####| 20/20 [00:01<00:00]\r\n\nrun folder: {logdir / model / 'version_0'}\n"
 
 
 def evaluate_output() -> str:
-    result = Evaluation(acc=0.3120, per_class_acc=dict.fromkeys(CLASSES, 0.312), confusion=[[100] * 10] * 10,
+    result = Evaluation(test_acc=0.3120, per_class_acc=dict.fromkeys(CLASSES, 0.312), confusion=[[100] * 10] * 10,
                         n_images=10000, wrong_images=torch.zeros(0), wrong_preds=torch.zeros(0),
                         wrong_targets=torch.zeros(0))
     return tables(result, CLASSES, "none") + "\n\nreport written to /tmp/report\n"
@@ -57,7 +59,7 @@ def canned_output(argv) -> str:
     if "cifar10.bench layout" in text:
         return "".join(json.dumps(d) + "\n" for d in LAYOUT_JSONS)
     if "cifar10.fit" in text:
-        return fit_output()
+        return write_fit_run(argv)
     if "cifar10.evaluate" in text:
         return evaluate_output()
     if "prepare_images" in text:
@@ -199,12 +201,16 @@ def test_checkpoint_tools_and_benchmarks_are_checked(tmp_path):
     assert all(c.timeout_s <= 600 for c in checks.values())
 
 
+# the modules whose build_parser is the command's, where the command's own module has none
+PARSER_MODULES = {"cifar10.bench": "cifar10.bench.__main__", "cifar10.fit": "cifar10.settings"}
+
+
 def test_every_command_line_is_one_its_command_accepts(tmp_path):
     """The flags of each project command are parsed by that command's own parser (no GPU needed for that)."""
     parsed = 0
     for check in build_checks(tmp_path / "data", tmp_path / "work"):
         if check.argv[1] == "-m" and check.argv[2].startswith("cifar10."):
-            name = "cifar10.bench.__main__" if check.argv[2] == "cifar10.bench" else check.argv[2]
+            name = PARSER_MODULES.get(check.argv[2], check.argv[2])
             importlib.import_module(name).build_parser().parse_args(list(check.argv[3:]))
             parsed += 1
         else:
@@ -322,8 +328,19 @@ def test_figures_are_read_from_the_last_json_line():
     assert gpu_check.loop_figure(json.dumps(LOOP_JSON | {"overhead": -0.02})).startswith("overhead -2.0%")
     with pytest.raises(ValueError):
         gpu_check.data_figure("no json here\n")
-    assert gpu_check.fit_figure(fit_output(0.0975, 1234.5)) == "acc 9.75%, 1,234 img/s"
     assert gpu_check.pytest_figure("x\n===== 3 passed, 1 warning in 2.00s =====\n") == "3 passed, 1 warning"
+
+
+def test_a_fits_figure_is_read_from_its_metrics_json(tmp_path):
+    logdir = tmp_path / "runs" / "fit-lenet"
+    figure = gpu_check.fit_figure(logdir, "lenet")
+    with pytest.raises(ValueError, match="no run folder"):
+        figure("")
+    output = write_fit_run(["--model", "lenet", "--logdir", str(logdir)], 0.0975, 1234.5)
+    assert figure(output) == "acc 9.75%, 1,234 img/s"
+    (logdir / "lenet" / "version_0" / "metrics.json").write_text('{"test_acc": "high"}')
+    with pytest.raises(ValueError, match="'test_acc' is 'high', not a finite number"):
+        figure(output)
 
 
 # --- the real runner ---------------------------------------------------------------------------------------

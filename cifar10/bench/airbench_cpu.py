@@ -3,7 +3,7 @@
 airbench (`pip install airbench`, 0.1.8) only runs on CUDA in 16-bit. This runs its own `train94`,
 unchanged, with the CUDA calls pointed at the CPU: its net built in float32 (instead of `.half().cuda()`),
 its loaders on the CPU in float32, and CUDA events/synchronisation replaced by the wall clock. So a
-session without a GPU can put airbench94 beside `python -m cifar10.fit --model speedrun --accelerator cpu`
+machine without a GPU can put airbench94 beside `python -m cifar10.fit --model speedrun --accelerator cpu`
 on one copy of the data, with the same precision. It prints airbench's per-epoch table, then one JSON
 line: test accuracy without and with its TTA (level 2, flip-shift), and the wall time of train94
 (its per-epoch evaluations included; its table's last column is training alone).

@@ -1,6 +1,6 @@
 """Time a Lightning fit epoch against a plain PyTorch loop: same model, data pipeline and batch size.
 
-The Lightning side is built by `fit.build_run`, exactly as `python -m cifar10.fit` builds it (its
+The Lightning side is built by `assembly.build_run`, exactly as `python -m cifar10.fit` builds it (its
 callbacks, loggers (TensorBoard by default), progress bar, checkpoints, per-batch seeding, throughput, the
 DataModule's augmentation hooks), for one epoch of --batches batches, with validation off (the plain
 loop does not validate either). The plain side trains a freshly built copy of the same model (same
@@ -34,12 +34,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifar10 import fit
+from cifar10 import assembly
 from cifar10.data import CIFAR10DataModule
 from cifar10.data.augment import augment
 from cifar10.models import model_names
 from cifar10.models.base import ClassifierModule
 from cifar10.optimizers import build_optimizer
+from cifar10.recipes import RECIPES
 from cifar10.settings import Settings, check_accelerator, resolved
 
 OVERHEAD_BATCH, OVERHEAD_BATCHES = 4, 2000
@@ -57,7 +58,7 @@ class OneLinearLayer(ClassifierModule):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", choices=model_names(), default="lenet",
                         help="whose recipe (and, without --overhead, network) is timed")
-    parser.add_argument("--recipe", choices=("tutorial", "default"), default="default",
+    parser.add_argument("--recipe", choices=RECIPES, default="default",
                         help="batch size, optimizer, schedule and augmentation come from it")
     parser.add_argument("--overhead", action="store_true",
                         help=f"one linear layer on batches of {OVERHEAD_BATCH} ({OVERHEAD_BATCHES} of them unless "
@@ -88,7 +89,7 @@ def settings_for(args: argparse.Namespace) -> Settings:
 
 def fresh_model(s: Settings, dm: CIFAR10DataModule, overhead: bool) -> ClassifierModule:
     torch.manual_seed(s.run.seed)
-    model = fit.make_model(s, dm)
+    model = assembly.make_model(s, dm)
     if overhead:
         model = OneLinearLayer(model.settings, mean=model.hparams.mean, std=model.hparams.std,
                                class_names=model.hparams.class_names)
@@ -115,7 +116,7 @@ def time_lightning(s: Settings, batches: int, logdir: Path, overhead: bool) -> t
     """(seconds of trainer.fit, seconds from the first batch to the last, train loss, train accuracy)."""
     clock = StepClock()
     run_dir = Path(tempfile.mkdtemp(dir=logdir)) / s.run.model / "version_0"  # a fresh run folder each time
-    trainer, dm, _, _ = fit.build_run(s, fit.make_logger(s, None, run_dir), run_dir, [clock], max_epochs=1,
+    trainer, dm, _, _ = assembly.build_run(s, assembly.make_logger(s, None, run_dir), run_dir, [clock], max_epochs=1,
                                       limit_train_batches=batches, limit_val_batches=0, num_sanity_val_steps=0)
     model = fresh_model(s, dm, overhead)
     started = time.perf_counter()
@@ -184,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
     s = settings_for(args)
     device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
     check_accelerator(args.accelerator)
-    dm = fit.make_datamodule(s)
+    dm = assembly.make_datamodule(s)
     dm.prepare_data()
     dm.setup("fit")
     dm.move_to(device)

@@ -1,8 +1,9 @@
 """Time `speedrun` to its test accuracy over several seeds, beside airbench94 on the same device and data.
 
-Ours runs as `python -m cifar10.fit --model speedrun --accelerator gpu --seed S` does; its time is the
-training time the fit records (`train_time_s`: training steps only, no validation or test) and its
-accuracy is the fit's test accuracy, with the recipe's flip-shift test-time augmentation. airbench94
+Ours is built and tested as `python -m cifar10.fit --model speedrun --accelerator gpu --seed S` builds and
+tests it (`cifar10.assembly`), in this process; its time is the training time a fit records (`train_time_s`:
+training steps only, no validation or test) and its accuracy is the fit's test accuracy, with the recipe's
+flip-shift test-time augmentation. airbench94
 (`pip install airbench`) trains through its own `train94` on the same images, which this benchmark
 writes in the layout airbench's loader reads; its time is the wall time of `train94` (whitening and
 training, no evaluation) and its accuracy is reported with its TTA level 2 (the same flip-shift, as it
@@ -34,12 +35,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
+import lightning as L
 import torch
 from torch import nn
 
-from cifar10 import fit
+from cifar10 import assembly
 from cifar10.data import CIFAR10DataModule
 from cifar10.errors import UserError
+from cifar10.settings import check_accelerator, settings_from
+from cifar10.stopping import StopRequested, preserved_handlers
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,13 +79,23 @@ def import_airbench():
 
 def ours(data_dir: str, seed: int, logdir: Path, extra: list[str], accelerator: str = "gpu",
          model: str = "speedrun") -> dict:
-    args = ["--model", model, "--accelerator", accelerator, "--data-dir", data_dir, "--seed", str(seed),
-            "--logdir", str(logdir), *extra]
-    if fit.main(args) != 0:
-        raise UserError(f"our {model} fit failed: python -m cifar10.fit {' '.join(args)}")
-    run = sorted((logdir / model).iterdir(), key=lambda p: int(p.name.split("_")[1]))[-1]
-    metrics = json.loads((run / "metrics.json").read_text())
-    return {"acc": metrics["test_acc"], "train_s": metrics["train_time_s"], "wall_s": metrics["wall_time_s"]}
+    """One fit of ours, built as `python -m cifar10.fit` builds it (cifar10.assembly) and tested as it tests (the
+    recipe's TTA): its test accuracy, training seconds (steps only) and wall seconds."""
+    s, _ = settings_from(["--model", model, "--accelerator", accelerator, "--data-dir", data_dir, "--seed", str(seed),
+                          "--logdir", str(logdir), *extra])
+    check_accelerator(s.trainer.accelerator)
+    L.seed_everything(s.run.seed, workers=True)
+    run_dir = assembly.run_folder(s, None)
+    trainer, dm, net, callbacks = assembly.build_run(s, assembly.make_logger(s, None, run_dir), run_dir)
+    try:
+        with preserved_handlers():  # the fit's stop callback takes the signals while it trains: give them back
+            trainer.fit(net, datamodule=dm)
+            trainer.test(net, datamodule=dm, ckpt_path=assembly.tested_checkpoint(dm, callbacks.best) or None,
+                         verbose=False)
+    except StopRequested as stop:
+        raise UserError(f"our {model} fit was stopped ({stop}), so the benchmark has no result.") from None
+    done = callbacks.throughput
+    return {"acc": float(net.test_results["acc"]), "train_s": round(done.seconds, 2), "wall_s": round(done.wall_s, 2)}
 
 
 def write_airbench_data(dm: CIFAR10DataModule, folder: Path) -> None:

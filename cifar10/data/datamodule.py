@@ -178,7 +178,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         super().__init__()
         s = settings or DataSettings()
         # saved in checkpoints (datamodule_hyper_parameters) as plain values: a resumed run reads its data settings
-        # back; not sent to the loggers, which get the settings' view without paths (cifar10.fit)
+        # back; not sent to the loggers, which get the settings' view without paths (fit_flow.logged_params)
         self.save_hyperparameters(asdict(s) | {"data_dir": str(s.data_dir)}, logger=False)
         self.data_dir = Path(s.data_dir).expanduser()
         self.batch_size, self.eval_batch_size = s.batch_size, eval_batch_size or s.batch_size

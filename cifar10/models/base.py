@@ -73,7 +73,7 @@ class ClassifierModule(L.LightningModule):
         self.save_hyperparameters({"model": self.model_name} | plain_values(s) | {
             "mean": [float(m) for m in mean], "std": [float(v) for v in std],
             "class_names": [str(c) for c in class_names],
-        }, logger=False)  # the loggers get the settings view instead (cifar10.fit)
+        }, logger=False)  # the loggers get the settings view instead (fit_flow.logged_params)
         self.example_input_array = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
         self.normalize = Normalize(mean, std)
         self.net = self.build_net()

@@ -1,9 +1,8 @@
-"""Run folders (`<logdir>/<model>/version_N/`), where to resume from, and metrics.json.
+"""Run folders (`<logdir>/<model>/version_N/`) and where to resume from.
 
-`python -m cifar10.runs` lists them (`cifar10/runs/table.py`).
+Their metrics.json is `cifar10/runs/metrics.py`; `python -m cifar10.runs` lists them (`cifar10/runs/table.py`).
 """
 
-import json
 import os
 import re
 from collections.abc import Iterator
@@ -16,15 +15,14 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from cifar10.checkpoint import build_model, read_checkpoint
 from cifar10.errors import UserError
-from cifar10.files import NotReadable, atomic_write_text, read_bounded
 from cifar10.models.base import CHECKPOINT_FORMAT
 from cifar10.runs.lock import is_locked
+from cifar10.runs.metrics import METRICS_FILE, BadMetrics, read_metrics
 
 VERSION = re.compile(r"version_(\d+)")
 RECORD_KEY = "RunRecord"  # state key of cifar10.callbacks.RunRecord inside ckpt["callbacks"]
 LOGGER_RUNS_KEY = "LoggerRuns"  # state key of cifar10.loggers.LoggerRuns: the MLflow / W&B runs to continue
 POSITION_KEY = "CIFAR10DataModule"  # where Lightning keeps the DataModule's state_dict (its class name)
-METRICS_LIMIT = 1 << 20  # fit writes a few kB; a bigger metrics.json is not one of its files
 
 
 @dataclass(frozen=True)
@@ -98,34 +96,13 @@ def version_shared_with_children(version: int) -> Iterator[None]:
             os.environ[VERSION_ENV] = before
 
 
-class BadMetrics(Exception):
-    """A metrics.json that cannot be read as a run's: the message says why."""
-
-
-def read_metrics(path: Path) -> dict[str, Any]:
-    """A metrics.json, bounded in size and depth; BadMetrics when it is not one fit could have written."""
-    try:
-        metrics = json.loads(read_bounded(path, METRICS_LIMIT))
-    except NotReadable as err:
-        raise BadMetrics(str(err).replace(f"{path} ", "metrics.json ", 1)) from None
-    except UnicodeDecodeError as err:
-        raise BadMetrics(f"metrics.json is not UTF-8 text ({err.reason})") from None
-    except json.JSONDecodeError as err:
-        raise BadMetrics(f"metrics.json is not valid JSON ({err})") from None
-    except RecursionError:
-        raise BadMetrics("metrics.json is nested too deeply to be a run's") from None
-    if not isinstance(metrics, dict):
-        raise BadMetrics(f"metrics.json holds a {type(metrics).__name__}, not an object of run metrics")
-    return metrics
-
-
 def run_status(run_dir: Path) -> str | None:
     """The status a run folder's metrics.json records (finished when it records none); None without one."""
-    path = Path(run_dir) / "metrics.json"
+    path = Path(run_dir) / METRICS_FILE
     if not path.exists():
         return None
     try:
-        return str(read_metrics(path).get("status", "finished"))
+        return read_metrics(path).status
     except BadMetrics:
         return "unreadable"
 
@@ -224,9 +201,4 @@ def resume_point(ckpt_path: str, logdir: Path, model: str | None) -> ResumePoint
                        logger_runs=dict(ckpt.get("callbacks", {}).get(LOGGER_RUNS_KEY) or {}),
                        position=dict(position) if isinstance(position, dict) else {},
                        status=run_status(run_dir) if in_run else None, by_last=ckpt_path == "last")
-
-
-def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> Path:
-    """Write metrics.json into the run folder (atomically: a crash leaves the previous one whole)."""
-    return atomic_write_text(Path(run_dir) / "metrics.json", json.dumps(metrics, indent=2) + "\n")
 

@@ -9,7 +9,6 @@ import argparse
 import csv
 import io
 import json
-import math
 import os
 import re
 import statistics
@@ -21,15 +20,16 @@ from typing import Any
 
 from cifar10.errors import CliParser, UserError, exits_cleanly
 from cifar10.reporting import format_table
-from cifar10.runs import VERSION, BadMetrics, read_metrics
+from cifar10.runs import VERSION
+from cifar10.runs.metrics import METRICS_FILE, BadMetrics, finite_number, read_metrics
+from cifar10.settings import LOGGING, PATHS, PER_INVOCATION
 
 PROG = "python -m cifar10.runs"
 FORMATS = ("table", "markdown", "csv", "json")
 FIGURES = ("test_acc", "best_val_acc", "train_time_s", "train_images_per_s")  # averaged by --group
 DESCENDING = {"test_acc", "best_val_acc", "train_images_per_s", "runs"}  # --sort puts the largest first
 # settings that do not change what a run learns: runs differing only in these fold into one --group row
-NOT_A_DIFFERENCE = {"seed", "logdir", "data_dir", "data_url", "data_md5", "ckpt_path", "config",
-                    "logger", "mlflow_uri", "mlflow_experiment", "wandb_project", "log_checkpoints"}
+NOT_A_DIFFERENCE = {"seed", *PATHS, *PER_INVOCATION, *LOGGING}
 
 
 class NotARun(Exception):
@@ -123,41 +123,28 @@ def discover_runs(logdir: Path) -> list[Path]:
     return sorted(found, key=natural_key)
 
 
-def _number(metrics: dict[str, Any], key: str, kind: type = float) -> Any:
-    value = metrics.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise NotARun(f"its {key!r} is {value!r}, not a finite number")  # json reads NaN, and 1e400 as inf
-    return kind(value)
-
-
-def _text(metrics: dict[str, Any], key: str) -> str | None:
-    value = metrics.get(key)
-    return None if value is None else str(value)
-
-
 def read_run(run_dir: Path) -> Row:
     """The Row of one run folder; NotARun when its metrics.json is unreadable or not a run's."""
-    metrics_path = run_dir / "metrics.json"
+    metrics_path = run_dir / METRICS_FILE
     if not metrics_path.exists():
         status = "unfinished" if (run_dir / "checkpoints" / "last.ckpt").is_file() else "empty"
         return Row(run_dir, status, model=run_dir.parent.name)
     try:
-        metrics = read_metrics(metrics_path)  # bounded: a FIFO, /dev/zero or a deep nesting is refused, not read
+        m = read_metrics(metrics_path)  # bounded: a FIFO, /dev/zero or a deep nesting is refused, not read
+        seed = m.setting("seed")  # a failed run's, like its model, recipe and precision, is in its settings
+        seed = None if seed is None else finite_number("seed", seed, int)
     except BadMetrics as why:
         raise NotARun(str(why)) from None
-    settings = metrics.get("settings")
-    settings = settings if isinstance(settings, dict) else {}
-    # a failed run's metrics.json holds little more than its status and settings: take what they tell
-    given = {k: settings[k] for k in ("model", "recipe", "seed", "precision") if k in settings} | metrics
     return Row(
-        run_dir, status=_text(metrics, "status") or "finished", model=_text(given, "model") or run_dir.parent.name,
-        recipe=_text(given, "recipe"), seed=_number(given, "seed", int), epochs=_number(metrics, "epochs", int),
-        precision=_text(given, "precision"), device=_text(metrics, "device"),
-        train_time_s=_number(metrics, "train_time_s"), train_images_per_s=_number(metrics, "train_images_per_s"),
-        best_val_acc=_number(metrics, "best_val_acc"), test_acc=_number(metrics, "test_acc"),
-        tta=str(settings.get("tta", "none")) if settings else None, settings=settings)
+        run_dir, status=m.status, model=_text(m.setting("model")) or run_dir.parent.name,
+        recipe=_text(m.setting("recipe")), seed=seed, epochs=m.epochs, precision=_text(m.setting("precision")),
+        device=m.device, train_time_s=m.train_time_s, train_images_per_s=m.train_images_per_s,
+        best_val_acc=m.best_val_acc, test_acc=m.test_acc,
+        tta=str(m.settings.get("tta", "none")) if m.settings else None, settings=m.settings)
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def collect(logdirs: Sequence[Path], warn) -> tuple[list[Row], list[Path]]:

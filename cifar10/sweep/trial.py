@@ -19,7 +19,8 @@ from typing import Any
 
 import optuna
 
-from cifar10 import fit, runs
+from cifar10 import fit
+from cifar10.runs.metrics import RunMetrics, write_metrics
 from cifar10.settings import settings_from
 from cifar10.sweep.pruners import make_pruner
 from cifar10.sweep.pruning import TrialPruning
@@ -51,11 +52,10 @@ def open_trial(spec: dict[str, Any]) -> optuna.Trial:
 def write_pruned(argv: Sequence[str], callback: TrialPruning, pruned: optuna.TrialPruned) -> None:
     """metrics.json of a pruned run: how far it got, and its settings like every run's."""
     settings, _ = settings_from(list(argv))
-    runs.write_metrics(Path(callback.run_dir), {
-        "model": settings.run.model, "status": "pruned", "pruned_at_epoch": callback.epoch,
-        "epochs": None if callback.epoch is None else callback.epoch + 1, "best_val_acc": callback.best_val_acc,
-        "test_acc": None, "recipe": settings.run.recipe, "seed": settings.run.seed, "reason": str(pruned),
-        "settings": settings.flat()})
+    write_metrics(Path(callback.run_dir), RunMetrics(
+        settings.run.model, status="pruned", pruned_at_epoch=callback.epoch,
+        epochs=None if callback.epoch is None else callback.epoch + 1, best_val_acc=callback.best_val_acc,
+        recipe=settings.run.recipe, seed=settings.run.seed, reason=str(pruned), settings=settings.flat()))
     print(f"\nPruned at epoch {callback.epoch} ({pruned}); run folder: {callback.run_dir}", file=sys.stderr)
 
 
