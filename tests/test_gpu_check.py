@@ -202,7 +202,7 @@ def test_checkpoint_tools_and_benchmarks_are_checked(tmp_path):
 
 
 # the modules whose build_parser is the command's, where the command's own module has none
-PARSER_MODULES = {"cifar10.bench": "cifar10.bench.__main__", "cifar10.fit": "cifar10.settings"}
+PARSER_MODULES = {"cifar10.bench": "cifar10.bench.__main__", "cifar10.fit": "cifar10.fit_settings"}
 
 
 def test_every_command_line_is_one_its_command_accepts(tmp_path):

@@ -19,7 +19,7 @@ import pytest
 
 from cifar10 import loggers, reporting
 from cifar10.fit import main
-from cifar10.settings import given_settings, resolve_settings
+from cifar10.fit_settings import given_settings, resolve_settings
 
 mlflow = pytest.importorskip("mlflow")  # in the dev extra: `pip install -e '.[dev]'`
 from mlflow.tracking import MlflowClient  # noqa: E402

@@ -15,7 +15,7 @@ import cifar10.models as models
 import cifar10.models.registry as registry
 from cifar10.data import CIFAR10DataModule
 from cifar10.errors import UserError
-from cifar10.settings import models_epilog
+from cifar10.fit_settings import models_epilog
 from cifar10.models import create_model, model_info, model_names, register
 from cifar10.models.base import ClassifierModule
 from cifar10.models.speedrun import whiten_

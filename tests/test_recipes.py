@@ -13,7 +13,7 @@ from cifar10.models import recipe
 from cifar10.optimizers import OPTIMIZERS
 from cifar10.recipes import RECIPES, Recipe, ours
 from cifar10.schedules import SCHEDULES
-from cifar10.settings import recipe_settings
+from cifar10.fit_settings import recipe_settings
 
 KEYS = {"optimizer", "lr", "momentum", "nesterov", "weight_decay", "betas", "schedule", "label_smoothing",
         "bias_lr_scale", "tta", "batch_size", "max_epochs", "augment", "normalize", "val_size"}

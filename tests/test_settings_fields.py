@@ -9,6 +9,7 @@ import pytest
 
 import cifar10.models as models
 from cifar10.models import registry
+import cifar10.fit_settings as fit_settings
 import cifar10.settings as settings
 from cifar10.checkpoint import build_model
 from cifar10.errors import UserError
@@ -16,8 +17,8 @@ from cifar10.evaluate import build_parser as evaluate_parser
 from cifar10.models import create_model, register
 from cifar10.models.base import ClassifierModule
 from cifar10.recipes import Recipe, ours
-from cifar10.settings import (RECIPE, DataSettings, ModelSettings, build_parser, check_values, defaults, flag_of,
-                              given_settings, setting)
+from cifar10.settings import RECIPE, DataSettings, ModelSettings, check_values, defaults, flag_of, setting
+from cifar10.fit_settings import build_parser, given_settings
 
 
 def flags_by_dest(parser) -> dict:
@@ -89,7 +90,7 @@ def test_a_recipe_with_a_bad_value_is_refused_when_the_model_registers(scratch_r
 def test_a_recipe_holds_only_what_it_sets():
     assert Recipe(lr=0.05, betas=(0.9, 0.99)).as_settings() == {"lr": 0.05, "betas": [0.9, 0.99]}
     assert ours().as_settings() == {"nesterov": True, "schedule": "onecycle"}
-    assert settings.recipe_settings("mlp", "default")["optimizer"] == "sgd"  # not set: the field's default
+    assert fit_settings.recipe_settings("mlp", "default")["optimizer"] == "sgd"  # not set: the field's default
 
 
 def test_evaluate_has_fits_data_flags():

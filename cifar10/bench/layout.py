@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from cifar10.models import create_model, model_names
-from cifar10.settings import recipe_settings
+from cifar10.fit_settings import recipe_settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -42,7 +42,8 @@ from torch import nn
 from cifar10 import assembly
 from cifar10.data import CIFAR10DataModule
 from cifar10.errors import UserError
-from cifar10.settings import check_accelerator, settings_from
+from cifar10.settings import check_accelerator
+from cifar10.fit_settings import settings_from
 from cifar10.stopping import StopRequested, preserved_handlers
 
 

@@ -65,7 +65,7 @@ def model_info(name: str) -> ModelInfo:
 
 def recipe(model: str, name: str = "default") -> dict:
     """The recipe `name` ('tutorial' or 'default') of `model`: the flat dict of the settings it sets (every other
-    one keeps its default; `cifar10.settings.recipe_settings` has them all)."""
+    one keeps its default; `cifar10.fit_settings.recipe_settings` has them all)."""
     info = model_info(model)  # UserError for an unknown model
     if name not in RECIPES:
         raise UserError(f"unknown recipe {name!r}: choose one of {', '.join(RECIPES)}.")

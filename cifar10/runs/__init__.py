@@ -28,7 +28,7 @@ POSITION_KEY = "CIFAR10DataModule"  # where Lightning keeps the DataModule's sta
 @dataclass(frozen=True)
 class ResumePoint:
     """A checkpoint to resume from, the run folder it belongs to (if any) and the settings it holds, in the
-    three places a checkpoint keeps them (cifar10.settings.saved_layer reads them back as one layer)."""
+    three places a checkpoint keeps them (cifar10.fit_settings.saved_layer reads them back as one layer)."""
 
     ckpt: Path
     model: str

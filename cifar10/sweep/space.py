@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from cifar10.errors import UserError
-from cifar10.settings import build_parser, resolve_settings
+from cifar10.fit_settings import build_parser, resolve_settings
 
 MAX_BYTES = 64 * 1024  # a search space is a few lines; anything larger is not one
 KINDS = ("log", "uniform", "int", "choice")

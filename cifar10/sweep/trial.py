@@ -21,7 +21,7 @@ import optuna
 
 from cifar10 import fit
 from cifar10.runs.metrics import RunMetrics, write_metrics
-from cifar10.settings import settings_from
+from cifar10.fit_settings import settings_from
 from cifar10.sweep.pruners import make_pruner
 from cifar10.sweep.pruning import TrialPruning
 from cifar10.sweep.storage import open_storage
