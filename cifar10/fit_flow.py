@@ -25,8 +25,8 @@ from cifar10.errors import UserError
 from cifar10.models.base import ClassifierModule
 from cifar10.runs.lock import locked
 from cifar10.runs.metrics import RunMetrics, write_metrics
-from cifar10.settings import PATHS, Settings, check_accelerator
 from cifar10.fit_settings import recorded_settings, settings_from
+from cifar10.settings import PATHS, Settings, check_accelerator
 from cifar10.stopping import NonFiniteLoss, StopOnSignal, StopRequested, preserved_handlers
 
 

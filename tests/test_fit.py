@@ -20,8 +20,8 @@ from cifar10.data import CIFAR10DataModule
 from cifar10.assembly import make_trainer
 from cifar10.fit import main
 from cifar10.gpu import native_bf16
-from cifar10.settings import Settings, resolve_auto
 from cifar10.fit_settings import given_settings, resolve_settings
+from cifar10.settings import Settings, resolve_auto
 from cifar10.models import model_info, model_names, recipe
 
 REQUIRED_METRICS = ("model", "params", "epochs", "wall_time_s", "train_images_per_s", "best_val_acc",

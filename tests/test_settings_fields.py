@@ -17,8 +17,8 @@ from cifar10.evaluate import build_parser as evaluate_parser
 from cifar10.models import create_model, register
 from cifar10.models.base import ClassifierModule
 from cifar10.recipes import Recipe, ours
-from cifar10.settings import RECIPE, DataSettings, ModelSettings, check_values, defaults, flag_of, setting
 from cifar10.fit_settings import build_parser, given_settings
+from cifar10.settings import RECIPE, DataSettings, ModelSettings, check_values, defaults, flag_of, setting
 
 
 def flags_by_dest(parser) -> dict:

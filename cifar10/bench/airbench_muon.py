@@ -24,7 +24,7 @@ from unittest import mock
 import torch
 from torch import nn
 
-from cifar10.bench.speedrun import WallClockEvent
+from cifar10.bench.wall_clock import WallClockEvent
 from cifar10.errors import UserError
 
 PEER_SCRIPT = Path(__file__).resolve().parents[2].parent / "shared" / "peers" / "airbench94_muon" / "airbench94_muon.py"

@@ -41,8 +41,8 @@ from cifar10.models import model_names
 from cifar10.models.base import ClassifierModule
 from cifar10.optimizers import build_optimizer
 from cifar10.recipes import RECIPES
-from cifar10.settings import Settings, check_accelerator
 from cifar10.fit_settings import resolved
+from cifar10.settings import Settings, check_accelerator
 
 OVERHEAD_BATCH, OVERHEAD_BATCHES = 4, 2000
 

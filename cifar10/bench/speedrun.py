@@ -40,10 +40,11 @@ import torch
 from torch import nn
 
 from cifar10 import assembly
+from cifar10.bench.wall_clock import WallClockEvent
 from cifar10.data import CIFAR10DataModule
 from cifar10.errors import UserError
-from cifar10.settings import check_accelerator
 from cifar10.fit_settings import settings_from
+from cifar10.settings import check_accelerator
 from cifar10.stopping import StopRequested, preserved_handlers
 
 
@@ -147,19 +148,6 @@ def airbench94(airbench, folder: Path, seed: int, epochs: float | None = None, s
         os.chdir(cwd)
     return {"acc": airbench.evaluate(model, test_loader, tta_level=0),
             "acc_tta": airbench.evaluate(model, test_loader, tta_level=hyp["net"]["tta_level"]), "train_s": seconds}
-
-
-class WallClockEvent:
-    """torch.cuda.Event's timing interface, on the wall clock."""
-
-    def __init__(self, **_) -> None:
-        self.at = 0.0
-
-    def record(self) -> None:
-        self.at = time.perf_counter()
-
-    def elapsed_time(self, end: "WallClockEvent") -> float:
-        return 1e3 * (end.at - self.at)
 
 
 def cpu_loader_class(airbench):

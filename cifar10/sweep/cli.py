@@ -20,8 +20,8 @@ from optuna.exceptions import ExperimentalWarning
 
 from cifar10.errors import CliParser, UserError, exits_cleanly
 from cifar10.recipes import RECIPES
-from cifar10.settings import PATHS, defaults
 from cifar10.fit_settings import build_parser as fit_parser, check_model, resolve_settings
+from cifar10.settings import PATHS, defaults
 from cifar10.sweep import budget, report, storage
 from cifar10.sweep.objective import FitCrashed, Surplus, TrialFailed, TrialPlan, objective
 from cifar10.sweep.pruners import PRUNERS, make_pruner
