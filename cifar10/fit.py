@@ -1,10 +1,11 @@
 """`python -m cifar10.fit`: train one model with a recipe, log it (TensorBoard by default; `cifar10.loggers`), test
 the best checkpoint and record the run in its metrics.json (`cifar10.runs.metrics`).
 
-Its flags and their layers are `cifar10.fit_settings`, its sections `cifar10.settings`; `cifar10.fit_flow` runs the fit, with the messages
-and exit codes of its stops; `cifar10.assembly` builds the Trainer, DataModule, model and callbacks it trains
-(what the benchmarks time too). This module imports neither torch nor Lightning: `python -m cifar10.fit` sets
-its signal handlers first, and `main` loads them after, so a signal while they load ends the command quietly.
+Its flags and their layers are `cifar10.fit_settings`, its sections `cifar10.settings`; `cifar10.fit_flow` runs
+the fit, with the messages and exit codes of its stops; `cifar10.assembly` builds the Trainer, DataModule, model
+and callbacks it trains (what the benchmarks time too). This module imports neither torch nor Lightning:
+`python -m cifar10.fit` sets its signal handlers first, and `main` loads them after, so a signal while they load
+ends the command quietly.
 """
 
 import sys
