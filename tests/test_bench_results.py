@@ -331,3 +331,17 @@ def test_a_queue_stopped_during_its_second_run_and_started_again_ends_as_one_nev
         for name in weights_a:
             assert torch.equal(weights_a[name], weights_b[name]), (model, name)
     assert found["lenet"][0]["resumed_from"] == str(second_saved)
+
+
+def test_a_damaged_metrics_json_is_a_failed_run_naming_the_key(tmp_path, capsys, monkeypatch):
+    def damaging(command: list[str], log: Path) -> int:
+        code = FakeFit()(command, log)
+        run_dir = Path(flag(command, "--logdir")) / flag(command, "--model") / "version_0"
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        (run_dir / "metrics.json").write_text(json.dumps(metrics | {"test_acc": "very high"}))
+        return code
+
+    monkeypatch.setattr(results, "run_command", damaging)
+    assert main(["results", "--models", "mlp", "--logdir", str(tmp_path)]) == 1
+    [line] = json_lines(capsys.readouterr().out)
+    assert line["status"] == "failed" and "'test_acc'" in line["error"] and "not a finite number" in line["error"]

@@ -37,6 +37,8 @@ from cifar10.errors import UserError
 from cifar10.models import model_info, model_names
 from cifar10.recipes import RECIPES
 from cifar10.reporting import format_table
+from cifar10.runs import metrics as run_metrics
+from cifar10.runs.metrics import METRICS_FILE
 from cifar10.settings import ACCELERATORS
 
 RUN_FOLDER = re.compile(r"^run folder: (.+?)(?: \(resuming .*\))?$")
@@ -165,15 +167,16 @@ def find_run_folder(log_text: str) -> Path | None:
 
 
 def read_metrics(folder: Path | None) -> tuple[dict[str, Any] | None, str]:
-    """The run folder's metrics.json, or None and why not."""
+    """The run folder's metrics.json as fit wrote it (read bounded and checked as a RunMetrics,
+    cifar10.runs.metrics), or None and why not."""
     if folder is None:
         return None, "fit printed no 'run folder:' line"
-    path = folder / "metrics.json"
-    try:
-        return json.loads(path.read_text()), ""
-    except FileNotFoundError:
+    path = folder / METRICS_FILE
+    if not path.exists():
         return None, f"no {path}"
-    except (OSError, ValueError) as err:
+    try:
+        return run_metrics.read_metrics_json(path), ""
+    except run_metrics.BadMetrics as err:
         return None, f"cannot read {path}: {err}"
 
 

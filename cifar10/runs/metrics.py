@@ -107,6 +107,12 @@ RECORDED = {  # the keys of the records that are not a finished run's (null wher
 
 def read_metrics(path: Path) -> RunMetrics:
     """A metrics.json, bounded in size and depth; BadMetrics when it is not one fit could have written."""
+    return RunMetrics.from_json(read_metrics_json(path))
+
+
+def read_metrics_json(path: Path) -> dict[str, Any]:
+    """A metrics.json's object as written, once it reads as a RunMetrics (bounded, each known key of its kind):
+    what the queue of runs and the sweep pass on as JSON lines; BadMetrics otherwise."""
     try:
         data = json.loads(read_bounded(path, METRICS_LIMIT))
     except NotReadable as err:
@@ -117,7 +123,8 @@ def read_metrics(path: Path) -> RunMetrics:
         raise BadMetrics(f"{METRICS_FILE} is not valid JSON ({err})") from None
     except RecursionError:
         raise BadMetrics(f"{METRICS_FILE} is nested too deeply to be a run's") from None
-    return RunMetrics.from_json(data)
+    RunMetrics.from_json(data)  # raises BadMetrics for a known key of the wrong kind
+    return data
 
 
 def write_metrics(run_dir: Path, metrics: RunMetrics) -> Path:
