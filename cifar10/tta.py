@@ -23,6 +23,7 @@ def plain(model: Model, images: Tensor) -> Tensor:
 
 def mirrored(model: Model, images: Tensor) -> Tensor:
     """The image and its left-right mirror."""
+    # averaged in float32: bf16 logits (autocast) keep 8 bits of mantissa, so their mean would flip near-ties
     return (model(images).float() + model(images.flip(-1)).float()) / 2
 
 

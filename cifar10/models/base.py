@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from cifar10.data import CLASSES
-from cifar10.data.normalization import Normalize
+from cifar10.data.normalization import HALF, Normalize
 from cifar10.lightning_internals import HOOK_NAME_ATTR
 from cifar10.optimizers import apply_hyperparameters, build_optimizer, optimizer_builder
 from cifar10.schedules import schedule_builder
@@ -62,8 +62,8 @@ class ClassifierModule(L.LightningModule):
 
     model_name: str = ""  # set by @register
 
-    def __init__(self, settings: ModelSettings | None = None, mean: Sequence[float] = (0.5, 0.5, 0.5),
-                 std: Sequence[float] = (0.5, 0.5, 0.5), class_names: Sequence[str] = CLASSES) -> None:
+    def __init__(self, settings: ModelSettings | None = None, mean: Sequence[float] = HALF[0],
+                 std: Sequence[float] = HALF[1], class_names: Sequence[str] = CLASSES) -> None:
         """settings: the model section (default: every field's default); mean, std, class_names: the data's."""
         super().__init__()
         s = settings or ModelSettings()
