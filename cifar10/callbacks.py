@@ -29,11 +29,16 @@ class RunCheckpoint(ModelCheckpoint):
 
     PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The key Lightning's ModelCheckpoint saves its state under (its class name first), so checkpoints
+        # written with it resume into this one. Computed once: Lightning reads it at every hook call (about
+        # seven a step), and ModelCheckpoint builds it from a dict's repr each time.
+        self._state_key = "ModelCheckpoint" + super().state_key.removeprefix(type(self).__qualname__)
+
     @property
     def state_key(self) -> str:
-        # the key Lightning's ModelCheckpoint saves its state under (its class name first), so checkpoints
-        # written with it resume into this one
-        return "ModelCheckpoint" + super().state_key.removeprefix(type(self).__qualname__)
+        return self._state_key
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()

@@ -13,7 +13,9 @@ last one partial, 490 steps.)
 
 `--accelerator cpu` runs both in 32-bit on the CPU (airbench94's own code, its CUDA calls pointed at the
 CPU, as in `bench airbench-cpu`), where a full run takes over an hour: `--steps N` then times the first N training steps of each, for
-their time per step side by side (the accuracy after so few steps means nothing).
+their time per step side by side (ours is not tested then: the accuracy after so few steps means nothing).
+Each record holder trains with PyTorch's default algorithms, as its script does: our Trainer turns
+deterministic ones on for the whole process, and they are turned off around the peer's training.
 
 `--compare airbench94_muon` races `speedrun-muon` against airbench94_muon.py itself (the 2025 record, kept
 in ../shared/peers/), on the CPU in float32 through `cifar10.bench.airbench_muon`; both train 8 epochs of
@@ -30,7 +32,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
@@ -80,9 +82,9 @@ def import_airbench():
 
 
 def ours(data_dir: str, seed: int, logdir: Path, extra: list[str], accelerator: str = "gpu",
-         model: str = "speedrun") -> dict:
+         model: str = "speedrun", test: bool = True) -> dict:
     """One fit of ours, built as `python -m cifar10.fit` builds it (cifar10.assembly) and tested as it tests (the
-    recipe's TTA): its test accuracy, training seconds (steps only) and wall seconds."""
+    recipe's TTA): its test accuracy (unless not `test`), training seconds (steps only) and wall seconds."""
     s, _ = settings_from(["--model", model, "--accelerator", accelerator, "--data-dir", data_dir, "--seed", str(seed),
                           "--logdir", str(logdir), *extra])
     check_accelerator(s.trainer.accelerator)
@@ -92,12 +94,14 @@ def ours(data_dir: str, seed: int, logdir: Path, extra: list[str], accelerator: 
     try:
         with preserved_handlers():  # the fit's stop callback takes the signals while it trains: give them back
             trainer.fit(net, datamodule=dm)
-            trainer.test(net, datamodule=dm, ckpt_path=assembly.tested_checkpoint(dm, callbacks.best) or None,
-                         verbose=False)
+            if test:
+                trainer.test(net, datamodule=dm, ckpt_path=assembly.tested_checkpoint(dm, callbacks.best) or None,
+                             verbose=False)
     except StopRequested as stop:
         raise UserError(f"our {model} fit was stopped ({stop}), so the benchmark has no result.") from None
     done = callbacks.throughput
-    return {"acc": float(net.test_results["acc"]), "train_s": round(done.seconds, 2), "wall_s": round(done.wall_s, 2)}
+    return ({"acc": float(net.test_results["acc"])} if test else {}) | {
+        "train_s": round(done.seconds, 2), "wall_s": round(done.wall_s, 2)}
 
 
 def write_airbench_data(dm: CIFAR10DataModule, folder: Path) -> None:
@@ -174,6 +178,17 @@ def on_cpu(airbench):
         yield
 
 
+@contextlib.contextmanager
+def default_algorithms() -> Iterator[None]:
+    """PyTorch's default (not deterministic) algorithms within: as the record holders' scripts run."""
+    enabled, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(False)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
 def summarise(runs: list[dict]) -> dict:
     keys = runs[0].keys()
     return {f"mean_{k}": round(statistics.fmean(r[k] for r in runs), 4) for k in keys} | {
@@ -224,8 +239,8 @@ def run(args: argparse.Namespace) -> int:
     if args.steps is not None:
         extra += ["--max-epochs", "1", "--limit-train-batches", str(args.steps)]
 
-    def train_ours(seed: int, logdir: Path, *more: str) -> dict:
-        return ours(args.data_dir, seed, logdir, [*extra, *more], args.accelerator, model) | {
+    def train_ours(seed: int, logdir: Path, *more: str) -> dict:  # after a few steps, accuracy means nothing: no test
+        return ours(args.data_dir, seed, logdir, [*extra, *more], args.accelerator, model, test=args.steps is None) | {
             "steps": args.steps or OURS_WHOLE_RUN_STEPS[model]}
 
     result = {"device": torch.cuda.get_device_name() if on_gpu else f"cpu ({torch.get_num_threads()} threads)",
@@ -237,11 +252,13 @@ def run(args: argparse.Namespace) -> int:
         train_ours(0, tmp / "warmup", "--max-epochs", "1")
         if peer:
             prepare_airbench_data(args.data_dir, tmp / "peer" / "cifar10")
-            peer.train(args, tmp / "peer", 0)  # warm-up
+            with default_algorithms():
+                peer.train(args, tmp / "peer", 0)  # warm-up
         for seed in range(args.seeds):  # alternating, so that a slow spell of the machine hits both sides
             runs["ours"].append(train_ours(seed, tmp / "ours"))
             if peer:
-                runs[peer.label].append(peer.train(args, tmp / "peer", seed))
+                with default_algorithms():
+                    runs[peer.label].append(peer.train(args, tmp / "peer", seed))
     result |= {side: summarise(side_runs) for side, side_runs in runs.items()}
     if peer:
         theirs = result[peer.label]
