@@ -12,8 +12,9 @@ the two. (airbench trains 9.9 epochs of 48 full batches, 476 steps; ours 10 epoc
 last one partial, 490 steps.)
 
 `--accelerator cpu` runs both in 32-bit on the CPU (airbench94's own code, its CUDA calls pointed at the
-CPU, as in `bench airbench-cpu`), where a full run takes over an hour: `--steps N` then times the first N training steps of each, for
-their time per step side by side (ours is not tested then: the accuracy after so few steps means nothing).
+CPU, as in `bench airbench-cpu`), where a full run takes over an hour: `--steps N` then times the first N
+training steps of each, for their time per step side by side (ours is not tested then: the accuracy after
+so few steps means nothing).
 Each record holder trains with PyTorch's default algorithms, as its script does: our Trainer turns
 deterministic ones on for the whole process, and they are turned off around the peer's training.
 
@@ -62,7 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--accelerator", choices=("gpu", "cpu"), default="gpu",
                         help="gpu (default): ours as fit runs it there, airbench94 in its 16-bit; cpu: both in 32-bit")
     parser.add_argument("--steps", type=int, default=None,
-                        help="train only the first N steps of each (default: the whole run); for a CPU timing")
+                        help="train only the first N steps of each (default: the whole run); for a CPU timing "
+                             "(ours is then not tested)")
 
 
 def require_cuda() -> None:
@@ -181,7 +183,8 @@ def on_cpu(airbench):
 @contextlib.contextmanager
 def default_algorithms() -> Iterator[None]:
     """PyTorch's default (not deterministic) algorithms within: as the record holders' scripts run."""
-    enabled, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.use_deterministic_algorithms(False)
     try:
         yield
