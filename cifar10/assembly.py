@@ -23,7 +23,8 @@ from cifar10.callbacks import (AugmentedImages, BatchSeed, EpochCurves, NoProfil
 from cifar10.data import CIFAR10DataModule
 from cifar10.errors import UserError
 from cifar10.files import AtomicCheckpointIO
-from cifar10.gpu import guard_callbacks, set_fast_matmul
+from cifar10.lightning_internals import skip_callback_hooks_nobody_overrides
+from cifar10.gpu import guard_callbacks, set_fast_matmul, skip_nvml_check_without_nvml
 from cifar10.models import create_model
 from cifar10.models.base import ClassifierModule
 from cifar10.settings import Settings
@@ -113,6 +114,8 @@ def make_trainer(s: Settings, logger: Logger | list[Logger], callbacks: list[L.C
     # with NaN, a debugging aid against reads of uninitialised memory: a fifth of a speedrun-muon step on
     # the 2-core CPU (aten::fill_ under torch.profiler). The algorithms stay deterministic without it.
     torch.utils.deterministic.fill_uninitialized_memory = False
+    skip_callback_hooks_nobody_overrides()  # four of a step's six callback hooks: nobody's
+    skip_nvml_check_without_nvml()  # a failed library load at every Adam step, on a machine without a driver
     return trainer
 
 

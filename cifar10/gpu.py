@@ -53,6 +53,27 @@ def native_bf16() -> bool:
     return capability[0] >= 8
 
 
+NVML_CHECK_ENV = "PYTORCH_NVML_BASED_CUDA_CHECK"  # set to "1" by `import lightning`
+
+
+def skip_nvml_check_without_nvml() -> None:
+    """Where the NVIDIA driver's NVML library is not there (a machine without a driver), count CUDA devices
+    the way PyTorch falls back to anyway, without first trying to load NVML again.
+
+    Importing Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1, so every torch.cuda.is_available() loads
+    libnvidia-ml.so.1 before asking the CUDA runtime; where it is missing, that is a failed dlopen each
+    call. Adam and AdamW ask once every optimizer step (their graph-capture check): about 70 us a step on
+    the 2-core CPU (py-spy). Without NVML, PyTorch's NVML count fails and it asks the runtime
+    (cudaGetDeviceCount) itself, so the answer, and whether CUDA is initialised, stay as they were.
+    """
+    if os.environ.get(NVML_CHECK_ENV) != "1" or torch.version.hip:  # ROCm counts through amdsmi instead
+        return
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        os.environ[NVML_CHECK_ENV] = "0"
+
+
 def set_fast_matmul(device: torch.device) -> None:
     """TF32 tensor cores for float32 matrix products and convolutions' matmuls on a CUDA device
     (torch.set_float32_matmul_precision("high"), as Lightning's warning recommends): 32-bit runs and the

@@ -4,11 +4,14 @@ Each is here because no public API gives the same thing; tests/test_lightning_in
 loudly (with the function's name) if a new version of either moves one.
 """
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.trainer import call as lightning_call
 
 # LightningModule stores the name of the hook it is calling here, around every hook (44 times a step).
 HOOK_NAME_ATTR = "_current_fx_name"
@@ -67,3 +70,36 @@ def nvml_index(cuda_index: int) -> int:
     torch.cuda keeps this mapping private; it is needed to ask NVML about a device without initialising CUDA.
     """
     return torch.cuda._get_nvml_device_index(cuda_index)
+
+
+def skip_callback_hooks_nobody_overrides() -> None:
+    """Make Lightning's callback dispatch return at once for a hook that no callback of the trainer overrides.
+
+    Lightning's loops call every callback hook through `lightning.pytorch.trainer.call._call_callback_hooks`,
+    which visits every callback, `Callback`'s empty methods included, each under a profiler context named
+    from its state_key: about 15 us a hook with fit's dozen callbacks on the 2-core CPU. Four hooks of every
+    training step (on_before_backward, on_after_backward, on_before_optimizer_step, on_before_zero_grad) have
+    no callback of fit's that overrides them. A hook that some callback overrides goes to Lightning's own
+    dispatch unchanged, with every callback in order. Idempotent; the whole process's trainers get it.
+    """
+    if getattr(lightning_call._call_callback_hooks, "skips_unused_hooks", False):
+        return
+    dispatch = lightning_call._call_callback_hooks
+
+    @functools.wraps(dispatch)
+    def call_callback_hooks(trainer: L.Trainer, hook_name: str, *args: Any, **kwargs: Any) -> None:
+        if any(_overrides(callback, hook_name) for callback in trainer.callbacks):
+            dispatch(trainer, hook_name, *args, **kwargs)
+
+    call_callback_hooks.skips_unused_hooks = True
+    lightning_call._call_callback_hooks = call_callback_hooks
+
+
+def _overrides(callback: L.Callback, hook_name: str) -> bool:
+    """Whether the callback's class, or the callback itself, defines the hook rather than Callback's empty one."""
+    return _class_overrides(type(callback), hook_name) or hook_name in getattr(callback, "__dict__", ())
+
+
+@functools.cache
+def _class_overrides(cls: type, hook_name: str) -> bool:
+    return getattr(cls, hook_name, None) is not getattr(L.Callback, hook_name, None)

@@ -85,3 +85,57 @@ def test_the_sigterm_broadcast_is_the_method_the_training_loop_calls():
 def test_the_nvml_index_of_a_cuda_device_follows_cuda_visible_devices(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
     assert internals.nvml_index(0) == 3 and internals.nvml_index(1) == 1, "torch.cuda moved _get_nvml_device_index"
+
+
+class Names(L.pytorch.profilers.PassThroughProfiler):
+    """A profiler recording the name of every hook call Lightning makes through it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names = []
+
+    def profile(self, action_name):
+        self.names.append(action_name)
+        return super().profile(action_name)
+
+
+class AfterBackward(L.Callback):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        self.calls += 1
+
+
+def test_the_loops_dispatch_callback_hooks_through_the_function_the_guard_wraps():
+    import inspect
+
+    from lightning.pytorch.loops import training_epoch_loop
+    from lightning.pytorch.loops.optimization import automatic
+
+    for module in (training_epoch_loop, automatic):
+        assert "call._call_callback_hooks(" in inspect.getsource(module), \
+            f"{module.__name__} no longer calls callback hooks through lightning.pytorch.trainer.call"
+
+
+def test_hooks_nobody_overrides_are_skipped_and_the_others_all_run():
+    internals.skip_callback_hooks_nobody_overrides()
+    internals.skip_callback_hooks_nobody_overrides()  # idempotent: wrapped once
+    from lightning.pytorch.trainer import call
+    assert not getattr(call._call_callback_hooks.__wrapped__, "skips_unused_hooks", False)
+
+    profiler, plain, overriding = Names(), Record(), AfterBackward()
+    instance_hook = Record()
+    instance_hook.on_before_zero_grad = lambda trainer, pl_module, optimizer: instance_hook.done.append("zero")
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_progress_bar=False,
+                        enable_checkpointing=False, enable_model_summary=False, profiler=profiler,
+                        callbacks=[plain, overriding, instance_hook])
+    trainer.fit(Tiny(), train_dataloaders=torch.utils.data.DataLoader(torch.rand(3, 4), batch_size=None))
+    assert overriding.calls == 3 and instance_hook.done.count("zero") == 3  # overridden: every step, both kinds
+    called = {name.rsplit(".", 1)[-1] for name in profiler.names if name.startswith("[Callback]")}
+    assert {"on_train_batch_start", "on_after_backward", "on_before_zero_grad"} <= called
+    assert not called & {"on_before_backward", "on_before_optimizer_step"}, "hooks nobody overrides were dispatched"
+    # a hook that one callback overrides reaches every callback, in order, through Lightning's own dispatch
+    after = [name for name in profiler.names if name.endswith(".on_after_backward")]
+    assert after[:3] == ["[Callback]Record.on_after_backward", "[Callback]AfterBackward.on_after_backward",
+                         "[Callback]Record.on_after_backward"]

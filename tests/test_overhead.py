@@ -2,6 +2,7 @@
 the steps Lightning writes, cheap per-batch seeds, and the Lightning attribute the fast path relies on."""
 
 import json
+import os
 import time
 
 import lightning as L
@@ -136,3 +137,28 @@ def test_fit_runs_its_trainer_with_one_shared_null_context_for_every_profiled_ho
     with profiler.profile("run_training_batch") as entered:
         assert entered is None
     assert (tmp_path / "logs" / "mlp" / "version_0" / "checkpoints" / "last.ckpt").exists()
+
+
+def test_without_nvml_cuda_is_counted_without_trying_to_load_it_each_time(monkeypatch):
+    import ctypes
+
+    from cifar10.gpu import NVML_CHECK_ENV, skip_nvml_check_without_nvml
+    monkeypatch.setenv(NVML_CHECK_ENV, "1")  # as `import lightning` leaves it
+    available = torch.cuda.is_available()
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+        has_nvml = True
+    except OSError:
+        has_nvml = False
+    skip_nvml_check_without_nvml()
+    assert torch.cuda.is_available() == available  # the same answer either way
+    assert os.environ[NVML_CHECK_ENV] == ("1" if has_nvml or torch.version.hip else "0")
+
+
+def test_fits_trainer_skips_the_callback_hooks_nobody_overrides(tmp_path):
+    from lightning.pytorch.trainer import call
+
+    from cifar10.assembly import make_trainer
+    from cifar10.fit_settings import resolved
+    make_trainer(resolved({"model": "mlp", "accelerator": "cpu", "logdir": str(tmp_path)}), False, [])
+    assert getattr(call._call_callback_hooks, "skips_unused_hooks", False)

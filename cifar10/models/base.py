@@ -80,7 +80,8 @@ class ClassifierModule(L.LightningModule):
         if s.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         n = len(class_names)  # "micro": the share of images classified right, not a mean over classes
-        self.train_sums: Tensor | None = None  # loss x images, images right, images of the epoch so far
+        self.train_sums: Tensor | None = None  # loss x images, images right: the epoch so far
+        self.train_images = 0
         checked = {"validate_args": False}  # our own logits and labels: no per-batch input checks (host syncs on a GPU)
         self.val_acc = MulticlassAccuracy(num_classes=n, average="micro", **checked)
         self.test_acc = MulticlassAccuracy(num_classes=n, average="micro", **checked)
@@ -131,18 +132,18 @@ class ClassifierModule(L.LightningModule):
         about 0.3 ms and each self.log call about 0.2 ms, against about 0.03 ms for these sums
         (docs/benchmarks.md, per-step overhead).
         """
-        with torch.no_grad():
-            n = len(labels)  # new_full, not new_tensor: a fill on the device, no host-to-device copy
-            step = torch.stack([loss.float() * n, (logits.argmax(1) == labels).sum().float(), loss.new_full((), n)])
+        with torch.no_grad():  # the images are counted on the host: the device keeps only what it computes
+            step = torch.stack([loss.float() * len(labels), (logits.argmax(1) == labels).sum(dtype=torch.float32)])
             self.train_sums = step if self.train_sums is None else self.train_sums + step
+            self.train_images += len(labels)
         trainer = self.trainer
         if (self.global_step + 1) % trainer.log_every_n_steps == 0:  # Lightning's own test for writing logs
             self.log("train/loss_step", loss.detach(), prog_bar=True)
         if batch_idx + 1 == trainer.num_training_batches:
-            loss_sum, correct, images = self.train_sums
+            (loss_sum, correct), images = self.train_sums, self.train_images
             self.log_dict({"train/loss_epoch": loss_sum / images, "train/acc": correct / images}, on_step=False,
                           on_epoch=True, prog_bar=True, sync_dist=True)
-            self.train_sums = None
+            self.train_sums, self.train_images = None, 0
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, labels = batch
