@@ -23,8 +23,8 @@ from cifar10.callbacks import (AugmentedImages, BatchSeed, EpochCurves, NoProfil
 from cifar10.data import CIFAR10DataModule
 from cifar10.errors import UserError
 from cifar10.files import AtomicCheckpointIO
-from cifar10.lightning_internals import skip_callback_hooks_nobody_overrides
 from cifar10.gpu import guard_callbacks, set_fast_matmul, skip_nvml_check_without_nvml
+from cifar10.lightning_internals import skip_callback_hooks_nobody_overrides
 from cifar10.models import create_model
 from cifar10.models.base import ClassifierModule
 from cifar10.settings import Settings

@@ -13,7 +13,7 @@ import lightning as L
 import torch
 from lightning.pytorch.trainer import call as lightning_call
 
-# LightningModule stores the name of the hook it is calling here, around every hook (44 times a step).
+# LightningModule stores the name of the hook it is calling here, around every hook (about 38 times a step).
 HOOK_NAME_ATTR = "_current_fx_name"
 
 
