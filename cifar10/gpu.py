@@ -15,13 +15,14 @@ import torch
 from cifar10.lightning_internals import nvml_index
 
 SYNC_DEBUG_ENV = "CIFAR10_SYNC_DEBUG"
+NVML_LIBRARY = "libnvidia-ml.so.1"  # the NVIDIA driver's management library
 
 
 def compute_capability_nvml(cuda_index: int = 0) -> tuple[int, int] | None:
     """(major, minor) of a visible CUDA device, asked through NVML (the driver's management library, the
     way PyTorch counts devices without initialising CUDA); None where NVML cannot answer."""
     try:
-        nvml = ctypes.CDLL("libnvidia-ml.so.1")
+        nvml = ctypes.CDLL(NVML_LIBRARY)
         index = nvml_index(cuda_index)
     except (OSError, RuntimeError, ValueError):
         return None
@@ -69,7 +70,7 @@ def skip_nvml_check_without_nvml() -> None:
     if os.environ.get(NVML_CHECK_ENV) != "1" or torch.version.hip:  # ROCm counts through amdsmi instead
         return
     try:
-        ctypes.CDLL("libnvidia-ml.so.1")
+        ctypes.CDLL(NVML_LIBRARY)
     except OSError:
         os.environ[NVML_CHECK_ENV] = "0"
 
