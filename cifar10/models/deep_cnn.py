@@ -4,7 +4,7 @@ As its tutorial publishes it: each block is (conv-ReLU-BN) x 2, max-pool 2, Drop
 widths 32-64, 128-128, 256-256; linear 4096-1024-512-10; 91.2% after 100 epochs (SGD lr 0.1, momentum 0.9,
 wd 1e-4, batch 256, crop-flip). The widths and the head are those of "Image Classification using
 Convolutional Neural Networks in PyTorch" (Aakash N S, Jovian's "Deep Learning with PyTorch: Zero to
-GANs", lesson 5); the blocks, with BN after each ReLU and dropout growing 0.2 / 0.3 / 0.4, those of Jason
+GANs", lesson 5); the blocks, with BN after each ReLU and dropout growing 0.2 / 0.3 / 0.4, follow Jason
 Brownlee's "How to Develop a CNN From Scratch for CIFAR-10 Photo Classification" (Machine Learning
 Mastery). Inferred: 3x3 padding-1 convs (32 -> 16 -> 8 -> 4, so 256 x 4 x 4 = 4096 features) and ReLU
 between the linears, no dropout in the head.
