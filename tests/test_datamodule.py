@@ -118,6 +118,10 @@ def test_dataset_normalisation_matches_a_direct_float_computation(tiny_archive, 
     assert half.mean == half.std == (0.5, 0.5, 0.5)
     assert Normalize(half.mean, half.std)(torch.tensor([0, 255], dtype=torch.uint8).expand(3, 1, 2)).tolist() == \
         [[[-1.0, 1.0]]] * 3
+    unit = make_dm(tiny_archive, tmp_path, normalize="none")
+    pixels = torch.tensor([0, 51, 255], dtype=torch.uint8).expand(3, 1, 3)
+    torch.testing.assert_close(Normalize(unit.mean, unit.std)(pixels), torch.tensor([0.0, 0.2, 1.0]).expand(3, 1, 3))
+
 
 
 class Recorder(L.LightningModule):

@@ -31,7 +31,7 @@ def test_the_registries_hold_the_names_they_always_had():
     assert list(SCHEDULES) == ["onecycle", "triangle", "cosine", "linear", "none"]
     assert list(TTA_MODES) == ["none", "flip", "flip-shift"]
     assert list(AUGMENT_PRESETS) == ["none", "flip", "crop-flip", "shift-altflip", "flip-rotate", "heavy"]
-    assert list(NORMALIZE_PRESETS) == ["half", "dataset"]
+    assert list(NORMALIZE_PRESETS) == ["half", "dataset", "none"]
 
 
 @pytest.mark.parametrize("call, kind, registry", [

@@ -2,7 +2,8 @@
 
 A preset names where the statistics come from: 'dataset', the per-channel mean and std of the training
 split; 'half', 0.5 and 0.5 for every channel (pixels mapped to [-1, 1], as PyTorch's tutorial "Training a
-Classifier" normalises CIFAR-10). The model keeps them in its hyper-parameters and normalises its own uint8 input.
+Classifier" normalises CIFAR-10); 'none', pixels only scaled to [0, 1], as torchvision's ToTensor leaves them.
+The model keeps them in its hyper-parameters and normalises its own uint8 input.
 """
 
 from collections.abc import Callable, Sequence
@@ -14,6 +15,7 @@ from cifar10.errors import look_up
 
 Stats = tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std) per channel, in 0..1 pixel units
 HALF: Stats = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+UNIT: Stats = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 
 
 class Normalize(nn.Module):
@@ -65,8 +67,13 @@ def half(train_images: torch.Tensor) -> Stats:
     return HALF
 
 
+def unit(train_images: torch.Tensor) -> Stats:
+    return UNIT
+
+
 # name -> the (mean, std) of the training images' preset
-NORMALIZE_PRESETS: dict[str, Callable[[torch.Tensor], Stats]] = {"half": half, "dataset": channel_stats}
+NORMALIZE_PRESETS: dict[str, Callable[[torch.Tensor], Stats]] = {"half": half, "dataset": channel_stats,
+                                                                "none": unit}
 
 
 def normalization_stats(preset: str) -> Callable[[torch.Tensor], Stats]:
