@@ -112,9 +112,12 @@ def test_a_trial_below_the_median_is_pruned_and_marked(tiny_archive, tmp_path, c
         study.add_trial(optuna.create_trial(params={"lr": 0.01, "label_smoothing": 0.02 * i},
                                             distributions=distributions, value=1.0,
                                             intermediate_values={0: 1.0, 1: 1.0, 2: 1.0}))
+    # the space's smallest lr: with a sampled one the tiny data can be learnt perfectly in one epoch
+    study.enqueue_trial({"lr": 1e-3, "label_smoothing": 0.0})
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     pruned = load(sqlite_url(tmp_path)).trials[5]
+    assert pruned.params == {"lr": 1e-3, "label_smoothing": 0.0}
     assert pruned.state.name == "PRUNED" and list(pruned.intermediate_values) == [0]
     metrics = json.loads((Path(pruned.user_attrs["run_seed0"]) / "metrics.json").read_text())
     assert metrics["status"] == "pruned" and metrics["pruned_at_epoch"] == 0 and metrics["test_acc"] is None
