@@ -7,7 +7,7 @@ after the fifth conv, linear 16384-256-128-64-10 with ReLU between; 67.98% best 
 betas (0.9, 0.995), wd 5e-4, batch 1024, pixels scaled to [0, 1], no augmentation, 21,000 random batches,
 about 430 epochs, the best of 210 evaluations on the test split).
 Ours: He (Kaiming) initialisation. With PyTorch's default init the logits of this nine-layer net without
-normalisation hardly depend on the input (std across images ~2e-4 versus ~0.5), and it barely trains.
+normalisation hardly depend on the input (std across images ~2e-4 versus ~0.5), and its first epochs barely learn.
 """
 
 from torch import nn
