@@ -123,7 +123,6 @@ def test_dataset_normalisation_matches_a_direct_float_computation(tiny_archive, 
     torch.testing.assert_close(Normalize(unit.mean, unit.std)(pixels), torch.tensor([0.0, 0.2, 1.0]).expand(3, 1, 3))
 
 
-
 class Recorder(L.LightningModule):
     """A linear classifier that records the batches it is given."""
 
