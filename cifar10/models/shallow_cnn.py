@@ -1,8 +1,8 @@
 """Shallow CNN: three 3x3 convs and one max-pool in front of a single linear layer.
 
-As the CIFAR-10 tutorial it comes from gives it: conv 3-32-64-128 (3x3, padding 1, ReLU), max-pool 2, linear 32768-10;
-67.9% with no augmentation, 76.4% with crop-flip and momentum 0.9 (100 epochs, SGD lr 0.1, wd 1e-4,
-batch 256). Inferred: the single pool comes after the last conv, so 128 x 16 x 16 = 32768 features.
+As a CIFAR-10 tutorial gives it (its title not found: searches for these layers and figures found no
+page): conv 3-32-64-128 (3x3, padding 1, ReLU), max-pool 2, linear 32768-10; 67.9% with no augmentation,
+76.4% with crop-flip and momentum 0.9 (100 epochs, SGD lr 0.1, wd 1e-4, batch 256). Inferred: the single pool comes after the last conv, so 128 x 16 x 16 = 32768 features.
 """
 
 from torch import nn
