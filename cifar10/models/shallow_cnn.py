@@ -2,7 +2,8 @@
 
 As a CIFAR-10 tutorial gives it (its title not found: searches for these layers and figures found no
 page): conv 3-32-64-128 (3x3, padding 1, ReLU), max-pool 2, linear 32768-10; 67.9% with no augmentation,
-76.4% with crop-flip and momentum 0.9 (100 epochs, SGD lr 0.1, wd 1e-4, batch 256). Inferred: the single pool comes after the last conv, so 128 x 16 x 16 = 32768 features.
+76.4% with crop-flip and momentum 0.9 (100 epochs, SGD lr 0.1, wd 1e-4, batch 256).
+Inferred: the single pool comes after the last conv, so 128 x 16 x 16 = 32768 features.
 """
 
 from torch import nn
