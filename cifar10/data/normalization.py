@@ -7,6 +7,7 @@ The model keeps them in its hyper-parameters and normalises its own uint8 input.
 """
 
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 from torch import nn
@@ -63,17 +64,14 @@ def channel_stats(images: torch.Tensor, chunk: int = 1024) -> Stats:
     return tuple(((centred_mean + 128) / 255).tolist()), tuple((std / 255).tolist())
 
 
-def half(train_images: torch.Tensor) -> Stats:
-    return HALF
-
-
-def unit(train_images: torch.Tensor) -> Stats:
-    return UNIT
+def fixed(train_images: torch.Tensor, stats: Stats) -> Stats:
+    """A preset whose statistics do not depend on the training images (bound with partial, so it pickles)."""
+    return stats
 
 
 # name -> the (mean, std) of the training images' preset
-NORMALIZE_PRESETS: dict[str, Callable[[torch.Tensor], Stats]] = {"half": half, "dataset": channel_stats,
-                                                                "none": unit}
+NORMALIZE_PRESETS: dict[str, Callable[[torch.Tensor], Stats]] = {
+    "half": partial(fixed, stats=HALF), "dataset": channel_stats, "none": partial(fixed, stats=UNIT)}
 
 
 def normalization_stats(preset: str) -> Callable[[torch.Tensor], Stats]:
